@@ -1,0 +1,2 @@
+pub enum DeframeEvent {}
+pub struct Deframer;

@@ -1,0 +1,1 @@
+//! Link state machine. Placeholder.
