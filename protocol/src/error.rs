@@ -54,9 +54,13 @@ pub enum Error {
     /// The direction bit says the datagram came from our own side.
     #[error("KDNET datagram has the wrong direction bit (from {0:?})")]
     WrongDirection(crate::kdnet::Direction),
-    /// A control message that is neither a Poke nor a Response, or has the wrong size.
+    /// A Poke or Response body of the wrong size (other control kinds are values, not errors).
     #[error("malformed KDNET control message: {0}")]
     BadControlMessage(&'static str),
+    /// A handshake message that does not fit the endpoint's state or role: a Response that does
+    /// not echo the last poke, or a call the endpoint's role never makes.
+    #[error("KDNET handshake: {0}")]
+    Handshake(&'static str),
     /// The KDNET key string could not be parsed.
     #[error(transparent)]
     Key(#[from] KeyError),
