@@ -12,11 +12,13 @@
 
 pub mod api;
 mod error;
+mod role;
 pub mod kd;
 pub mod kdnet;
 pub mod link;
 
 pub use error::Error;
+pub use role::Role;
 
 /// Result type of every fallible `kdproto` call.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

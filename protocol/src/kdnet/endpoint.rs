@@ -8,24 +8,7 @@ use super::control::{ControlMessage, Poke, Response};
 use super::data::DataBody;
 use super::datagram::{self, Channel, Datagram, Direction, Keys};
 use super::key::Key;
-use crate::{Error, Result};
-
-/// Which end this endpoint plays (kdnet.md terminology: target = debuggee, host = debugger).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Role {
-    Host,
-    Target,
-}
-
-impl Role {
-    /// The direction bit of everything this role sends (kdnet.md §1.3).
-    pub fn sends(self) -> Direction {
-        match self {
-            Self::Host => Direction::HostToTarget,
-            Self::Target => Direction::TargetToHost,
-        }
-    }
-}
+use crate::{Error, Result, Role};
 
 /// A datagram that decrypted, authenticated and came from the other side.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -21,5 +21,6 @@ pub use datagram::{
     open, pad_len, peek, seal, sealed_len, Channel, Datagram, Direction, Keys, BLOCK_LEN,
     DIRECTION_BIT, HEADER_LEN, MAGIC, MAX_SEQ, MIN_DATAGRAM_LEN, PAD_MASK, SEQ_HEADER_LEN, TAG_LEN,
 };
-pub use endpoint::{Endpoint, Opened, Role};
+pub use crate::Role;
+pub use endpoint::{Endpoint, Opened};
 pub use key::{DataKey, HmacKey, Key, KeyError, KEY_PARTS, MAX_PART_LEN};

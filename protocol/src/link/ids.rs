@@ -3,13 +3,7 @@
 use bytes::Bytes;
 
 use crate::kd::{INITIAL_PACKET_ID, SYNC_PACKET_ID};
-
-/// Which side of the link this is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    Host,
-    Target,
-}
+use crate::Role;
 
 /// How packet ids are numbered and acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-pub use ids::{Dialect, Role, KDNET_HOST_FIRST_ID};
+pub use crate::Role;
+pub use ids::{Dialect, KDNET_HOST_FIRST_ID};
 use ids::{IdCounter, RemoteIds, Verdict};
 
 use crate::kd::{DeframeEvent, Deframer, Framing, Packet, PacketType, BREAKIN_BYTE, MAX_PAYLOAD};
