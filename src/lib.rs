@@ -1,1 +1,3 @@
+pub mod capture;
+pub mod decode;
 pub use kdproto;

@@ -12,10 +12,10 @@
 
 pub mod api;
 mod error;
-mod role;
 pub mod kd;
 pub mod kdnet;
 pub mod link;
+mod role;
 
 pub use error::Error;
 pub use role::Role;

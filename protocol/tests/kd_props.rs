@@ -7,13 +7,22 @@ use proptest::prelude::*;
 
 fn any_packet() -> impl Strategy<Value = Packet> {
     let data = (
-        prop_oneof![Just(1u16), Just(2), Just(3), Just(7), Just(9), Just(10), Just(11), 12u16..100],
+        prop_oneof![
+            Just(1u16),
+            Just(2),
+            Just(3),
+            Just(7),
+            Just(9),
+            Just(10),
+            Just(11),
+            12u16..100
+        ],
         any::<u32>(),
         proptest::collection::vec(any::<u8>(), 0..300),
     )
         .prop_map(|(ty, id, payload)| Packet::data(PacketType::from_u16(ty), id, payload));
-    let control = (4u16..=6, any::<u32>())
-        .prop_map(|(ty, id)| Packet::control(PacketType::from_u16(ty), id));
+    let control =
+        (4u16..=6, any::<u32>()).prop_map(|(ty, id)| Packet::control(PacketType::from_u16(ty), id));
     prop_oneof![3 => data, 1 => control]
 }
 

@@ -39,7 +39,14 @@ struct Wire {
 }
 
 impl Wire {
-    fn carry(&mut self, transmit: Transmit, framing: Framing, now: Instant, rng: &mut Rng, f: &Faults) {
+    fn carry(
+        &mut self,
+        transmit: Transmit,
+        framing: Framing,
+        now: Instant,
+        rng: &mut Rng,
+        f: &Faults,
+    ) {
         let is_break_in = transmit == Transmit::BreakIn;
         let bytes = transmit.to_bytes(framing).unwrap();
         if rng.chance(f.loss) {
@@ -97,11 +104,17 @@ fn exchange(dialect: Dialect, framing: Framing, faults: Faults, seed: u64, reque
 
     for n in 0..requests {
         let request = Bytes::from(format!("request {n}"));
-        host.send(PacketType::StateManipulate, request, now).unwrap();
+        host.send(PacketType::StateManipulate, request, now)
+            .unwrap();
     }
     let (mut at_target, mut at_host) = (Vec::new(), Vec::new());
     while at_host.len() < requests {
-        assert!(now < deadline, "no progress: target has {} host has {}", at_target.len(), at_host.len());
+        assert!(
+            now < deadline,
+            "no progress: target has {} host has {}",
+            at_target.len(),
+            at_host.len()
+        );
         while let Some(t) = host.poll_transmit() {
             to_target.carry(t, framing, now, &mut rng, &faults);
         }
@@ -113,7 +126,9 @@ fn exchange(dialect: Dialect, framing: Framing, faults: Faults, seed: u64, reque
                 let text = String::from_utf8(packet.payload.to_vec()).unwrap();
                 at_target.push(text.clone());
                 let reply = text.replace("request", "reply");
-                target.send(PacketType::StateManipulate, reply.into(), now).unwrap();
+                target
+                    .send(PacketType::StateManipulate, reply.into(), now)
+                    .unwrap();
             }
         }
         while let Some(event) = host.poll_event() {

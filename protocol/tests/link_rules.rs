@@ -92,7 +92,9 @@ fn a_duplicate_data_packet_is_acked_again_and_not_delivered_twice() {
     t.receive(&bytes, now);
     let acks = packets(&mut t);
     assert_eq!(acks.len(), 2, "both copies are acknowledged");
-    assert!(acks.iter().all(|a| a.packet_type == PacketType::Acknowledge));
+    assert!(acks
+        .iter()
+        .all(|a| a.packet_type == PacketType::Acknowledge));
     assert_eq!(received(&events(&mut t)).len(), 1);
     assert_eq!(t.stats().duplicates, 1);
 }
@@ -231,13 +233,19 @@ fn a_kdcom_reset_resynchronises_both_sides_and_the_pending_packet_is_resent_with
     let answer = packets(&mut t);
     assert_eq!(answer[0].packet_type, PacketType::Reset);
     assert_eq!(answer[1].packet_type, PacketType::StateChange64);
-    assert_eq!(answer[1].id, INITIAL_PACKET_ID, "re-sent with INITIAL after RESET");
+    assert_eq!(
+        answer[1].id, INITIAL_PACKET_ID,
+        "re-sent with INITIAL after RESET"
+    );
     for p in &answer {
         h.receive(&p.to_bytes(Framing::Serial).unwrap(), now);
     }
     // The host does not answer the reply RESET (no ping-pong), ACKs the state change.
     let acks = packets(&mut h);
-    assert_eq!(acks, vec![Packet::control(PacketType::Acknowledge, INITIAL_PACKET_ID)]);
+    assert_eq!(
+        acks,
+        vec![Packet::control(PacketType::Acknowledge, INITIAL_PACKET_ID)]
+    );
     assert_eq!(received(&events(&mut h)).len(), 1);
     // The host's first packet after RESET is INITIAL (kd.md §1.4).
     h.send(PacketType::StateManipulate, payload("getversion"), now)
@@ -307,14 +315,21 @@ fn a_damaged_kdnet_packet_gets_a_resend() {
         .to_vec();
     bytes[12] ^= 1;
     t.receive(&bytes, now);
-    assert_eq!(packets(&mut t), vec![Packet::control(PacketType::Resend, 0)]);
+    assert_eq!(
+        packets(&mut t),
+        vec![Packet::control(PacketType::Resend, 0)]
+    );
 }
 
 #[test]
 fn a_strict_kdcom_target_acks_but_rejects_an_out_of_order_id() {
     let now = Instant::now();
     let mut t = target(Dialect::Kdcom, Framing::Serial);
-    let wrong = Packet::data(PacketType::StateManipulate, INITIAL_PACKET_ID | 1, payload("x"));
+    let wrong = Packet::data(
+        PacketType::StateManipulate,
+        INITIAL_PACKET_ID | 1,
+        payload("x"),
+    );
     t.receive(&wrong.to_bytes(Framing::Serial).unwrap(), now);
     assert_eq!(packets(&mut t)[0].packet_type, PacketType::Acknowledge);
     assert!(received(&events(&mut t)).is_empty());
@@ -337,7 +352,11 @@ fn a_kdnet_target_tolerates_a_host_using_the_kdcom_toggle() {
     // RZ numbers its KDNET packets with the KDCOM toggle and works against Windows (kdnet.md §4.3).
     let now = Instant::now();
     let mut t = target(Dialect::Kdnet, Framing::Datagram);
-    for id in [INITIAL_PACKET_ID | 1, INITIAL_PACKET_ID, INITIAL_PACKET_ID | 1] {
+    for id in [
+        INITIAL_PACKET_ID | 1,
+        INITIAL_PACKET_ID,
+        INITIAL_PACKET_ID | 1,
+    ] {
         let p = Packet::data(PacketType::StateManipulate, id, payload("same request"));
         t.receive(&p.to_bytes(Framing::Datagram).unwrap(), now);
     }

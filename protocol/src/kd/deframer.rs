@@ -210,7 +210,11 @@ mod tests {
     }
 
     fn manipulate(id: u32) -> Packet {
-        Packet::data(PacketType::StateManipulate, id, vec![0x46, 0x31, 0, 0, 1, 2, 3])
+        Packet::data(
+            PacketType::StateManipulate,
+            id,
+            vec![0x46, 0x31, 0, 0, 1, 2, 3],
+        )
     }
 
     #[test]
@@ -218,7 +222,10 @@ mod tests {
         let mut stream = b"boot noise \x00\xff000i".to_vec();
         stream.extend(serial(&manipulate(0x8080_0000)));
         stream.extend(b"\x30\x30\x30");
-        stream.extend(serial(&Packet::control(PacketType::Acknowledge, 0x8080_0000)));
+        stream.extend(serial(&Packet::control(
+            PacketType::Acknowledge,
+            0x8080_0000,
+        )));
         let mut deframer = Deframer::new();
         deframer.push(&stream);
         let events = drain(&mut deframer);
@@ -241,7 +248,10 @@ mod tests {
         let mut deframer = Deframer::new();
         deframer.push(&bad);
         let events = drain(&mut deframer);
-        assert!(matches!(events[0], DeframeEvent::Resend(Error::BadChecksum { .. })));
+        assert!(matches!(
+            events[0],
+            DeframeEvent::Resend(Error::BadChecksum { .. })
+        ));
         assert_eq!(events[1], DeframeEvent::Packet(manipulate(2)));
     }
 

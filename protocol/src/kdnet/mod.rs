@@ -12,6 +12,7 @@ mod datagram;
 mod endpoint;
 mod key;
 
+pub use crate::Role;
 pub use control::{
     ControlMessage, NetAddr, Poke, Response, CONTROL_VERSION, KIND_POKE, KIND_RESPONSE, POKE_LEN,
     RESERVED_LEN, RESPONSE_LEN,
@@ -21,6 +22,5 @@ pub use datagram::{
     open, pad_len, peek, seal, sealed_len, Channel, Datagram, Direction, Keys, BLOCK_LEN,
     DIRECTION_BIT, HEADER_LEN, MAGIC, MAX_SEQ, MIN_DATAGRAM_LEN, PAD_MASK, SEQ_HEADER_LEN, TAG_LEN,
 };
-pub use crate::Role;
 pub use endpoint::{Endpoint, Opened};
 pub use key::{DataKey, HmacKey, Key, KeyError, KEY_PARTS, MAX_PART_LEN};

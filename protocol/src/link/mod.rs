@@ -455,7 +455,8 @@ impl Link {
         if let Some(flight) = self.in_flight.as_mut() {
             flight.attempts += 1;
             flight.deadline = Some(now + self.config.retransmit_timeout);
-            self.outbox.push_back(Transmit::Packet(flight.packet.clone()));
+            self.outbox
+                .push_back(Transmit::Packet(flight.packet.clone()));
         }
     }
 }
