@@ -9,6 +9,35 @@
 //! * [`link`] — the reliability state machine (ACK, RESEND, RESET, ids, duplicates, retransmits).
 //!
 //! Facts come from `shared/spec/kd.md` and `shared/spec/kdnet.md`; comments cite their sections.
+//!
+//! A host asking a target for its version over KDNET, with the I/O left to the caller:
+//!
+//! ```
+//! use std::time::Instant;
+//! use kdproto::api::{Manipulate, Message};
+//! use kdproto::kd::{Framing, PacketType};
+//! use kdproto::kdnet::{Channel, DataBody, Datagram, Direction, Keys};
+//! use kdproto::link::{Dialect, Link, LinkConfig, Transmit};
+//!
+//! let key: kdproto::kdnet::Key = "1.2.3.4".parse()?;
+//! let keys = Keys::new(key.clone()).with_data_key(key.data_key(&[0; 322]));
+//! let mut link = Link::new(LinkConfig::host(Dialect::Kdnet, Framing::Datagram));
+//! let request = Message::from(Manipulate::get_version()).encode();
+//! link.send(PacketType::StateManipulate, request, Instant::now())?;
+//!
+//! let Some(Transmit::Packet(packet)) = link.poll_transmit() else { unreachable!() };
+//! assert_eq!(packet.id, 0x8000_0000); // WinDbg's first KDNET id
+//! let datagram = Datagram {
+//!     version: 4,
+//!     channel: Channel::Data,
+//!     direction: Direction::HostToTarget,
+//!     seq: 1,
+//!     body: DataBody::from_packet(&packet)?.encode(),
+//! };
+//! let wire = kdproto::kdnet::seal(&datagram, &keys)?; // hand these bytes to a UDP socket
+//! assert_eq!(kdproto::kdnet::open(&wire, &keys)?, datagram);
+//! # Ok::<(), kdproto::Error>(())
+//! ```
 
 pub mod api;
 mod error;
