@@ -690,6 +690,7 @@ def main():
     ap.add_argument("--kernel-base", type=lambda s: int(s, 0))
     ap.add_argument("--keep-sources", action="store_true")
     a = ap.parse_args()
+    a.outdir = os.path.abspath(a.outdir)
 
     isf = load_isf(a.isf)
     guid = isf["metadata"]["windows"]["pdb"]["GUID"].upper()
