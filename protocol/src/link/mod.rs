@@ -203,14 +203,7 @@ impl Link {
 
     /// Sends RESET and restarts numbering; the peer answers with its own RESET (kd.md §1.4 rule 6).
     pub fn send_reset(&mut self, now: Instant) {
-        let id = match self.config.dialect {
-            Dialect::Kdcom => 0,
-            // WinDbg's KDNET RESET carries its next id (kdnet.md §4.3).
-            Dialect::Kdnet => self.send_ids.current(),
-        };
-        self.stats.resets_sent += 1;
-        self.outbox
-            .push_back(Transmit::Packet(Packet::control(PacketType::Reset, id)));
+        self.queue_reset();
         self.resynchronise();
         self.awaiting_reset_reply = true;
         self.restamp_in_flight(now);
@@ -351,14 +344,7 @@ impl Link {
             self.awaiting_reset_reply = false;
         } else {
             self.resynchronise();
-            let id = match self.config.dialect {
-                Dialect::Kdcom => 0,
-                // A KDNET target answers RESET with its current id (kdnet.md §4.3).
-                Dialect::Kdnet => self.send_ids.current(),
-            };
-            self.stats.resets_sent += 1;
-            self.outbox
-                .push_back(Transmit::Packet(Packet::control(PacketType::Reset, id)));
+            self.queue_reset();
         }
         self.events.push_back(LinkEvent::PeerReset);
         if self.in_flight.is_some() {
@@ -401,6 +387,18 @@ impl Link {
                 self.events.push_back(LinkEvent::Received(packet));
             }
         }
+    }
+
+    /// KDCOM control packets carry id 0; over KDNET, WinDbg's RESET and the target's answer both
+    /// carry the sender's next id (kdnet.md §4.3). A KDNET RESET never changes that id.
+    fn queue_reset(&mut self) {
+        let id = match self.config.dialect {
+            Dialect::Kdcom => 0,
+            Dialect::Kdnet => self.send_ids.current(),
+        };
+        self.stats.resets_sent += 1;
+        self.outbox
+            .push_back(Transmit::Packet(Packet::control(PacketType::Reset, id)));
     }
 
     fn request_resend(&mut self, error: Error) {
