@@ -1,3 +1,4 @@
 pub mod capture;
 pub mod decode;
+pub mod sim;
 pub use kdproto;

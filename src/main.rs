@@ -1,11 +1,14 @@
 //! The `kdleak` command line: turns arguments into a configuration and calls the library.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use kdleak::decode::{self, Decoded};
+use kdleak::sim::{self, kdcom::KdcomConfig, kdnet::KdnetConfig, Machine, Transport};
 use kdproto::kdnet::Key;
 
 #[derive(Parser)]
@@ -26,6 +29,42 @@ struct Cli {
 enum Command {
     /// Decode a KDNET packet capture (pcap or pcapng, optionally .gz) with the session's key.
     Decode(DecodeArgs),
+    /// Run a simulated Windows target (tiny built-in kernel) until Ctrl-C, for testing hosts.
+    Sim(SimArgs),
+}
+
+#[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("transport").required(true).multiple(true).args(["kdnet", "pipe", "tcp"])))]
+struct SimArgs {
+    /// KDNET: poke the debugger host at HOST:PORT (the target's `hostip:port`).
+    #[arg(long, value_name = "HOST:PORT", conflicts_with_all = ["pipe", "tcp"])]
+    kdnet: Option<SocketAddr>,
+    /// KDNET: the key, as `bcdedit /dbgsettings net ... key:K` shows it.
+    #[arg(
+        long,
+        env = "KDLEAK_KEY",
+        hide_env_values = true,
+        conflicts_with = "key_file"
+    )]
+    key: Option<String>,
+    /// KDNET: read the key from this file instead.
+    #[arg(long)]
+    key_file: Option<PathBuf>,
+    /// KDNET: seconds between pokes.
+    #[arg(long, default_value_t = 3.0, value_name = "SECONDS")]
+    poke_interval: f64,
+    /// KDNET: local address to send from (default: any, a free port).
+    #[arg(long, value_name = "ADDR:PORT")]
+    bind: Option<SocketAddr>,
+    /// KDCOM: listen on this Unix stream socket (a debugger connects as the client).
+    #[arg(long, value_name = "PATH")]
+    pipe: Option<PathBuf>,
+    /// KDCOM: listen on this TCP address.
+    #[arg(long, value_name = "ADDR:PORT")]
+    tcp: Option<SocketAddr>,
+    /// Keep this JSON file current with the state ("running"/"stopped") and counters.
+    #[arg(long, value_name = "FILE")]
+    state_file: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -84,7 +123,42 @@ fn init_logging(verbose: u8) {
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Decode(args) => run_decode(args),
+        Command::Sim(args) => run_sim(args),
     }
+}
+
+fn run_sim(args: SimArgs) -> Result<ExitCode> {
+    let transport = match args.kdnet {
+        Some(host) => {
+            let key = read_key(args.key, args.key_file)?;
+            anyhow::ensure!(
+                args.poke_interval.is_finite() && args.poke_interval > 0.0,
+                "--poke-interval must be a positive number of seconds"
+            );
+            let mut config = KdnetConfig::new(host, key);
+            config.poke_interval = Duration::from_secs_f64(args.poke_interval);
+            config.bind = args.bind;
+            Transport::Kdnet(config)
+        }
+        None => Transport::Kdcom(KdcomConfig {
+            unix: args.pipe,
+            tcp: args.tcp,
+        }),
+    };
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let stats = runtime
+        .block_on(sim::run(
+            transport,
+            Machine::default(),
+            args.state_file,
+            shutdown,
+        ))
+        .context("simulated target failed")?;
+    eprintln!("kdleak sim: summary\n{stats}");
+    Ok(ExitCode::SUCCESS)
 }
 
 fn run_decode(args: DecodeArgs) -> Result<ExitCode> {

@@ -1,0 +1,158 @@
+//! KDCOM transport of the simulated target: a listening Unix stream socket and/or TCP port,
+//! one client at a time, bytes straight into the serial-framed link (kd.md §1, §2).
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::time::Instant;
+
+use kdproto::kd::Framing;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, UnixListener};
+
+use super::kdnet::sleep_until;
+use super::machine::Machine;
+use super::report::Reporter;
+use super::stats::SimStats;
+use super::target::{TargetConfig, TargetCore};
+
+/// Where the KDCOM target listens; at least one of the two.
+#[derive(Debug, Clone, Default)]
+pub struct KdcomConfig {
+    /// A Unix stream socket path (a stale socket file there is replaced).
+    pub unix: Option<PathBuf>,
+    pub tcp: Option<SocketAddr>,
+}
+
+enum Listeners {
+    Unix(UnixListener),
+    Tcp(TcpListener),
+    Both(UnixListener, TcpListener),
+}
+
+/// Runs the KDCOM target until `shutdown` completes; returns the final counters.
+pub async fn run(
+    config: KdcomConfig,
+    machine: Machine,
+    reporter: &mut Reporter,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<SimStats> {
+    let unix = match &config.unix {
+        Some(path) => {
+            remove_stale_socket(path)?;
+            Some(UnixListener::bind(path)?)
+        }
+        None => None,
+    };
+    let tcp = match config.tcp {
+        Some(addr) => Some(TcpListener::bind(addr).await?),
+        None => None,
+    };
+    let listeners = match (unix, tcp) {
+        (Some(u), Some(t)) => Listeners::Both(u, t),
+        (Some(u), None) => Listeners::Unix(u),
+        (None, Some(t)) => Listeners::Tcp(t),
+        (None, None) => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "kdcom: no Unix socket path or TCP address to listen on",
+            ))
+        }
+    };
+    let mut core = TargetCore::new(machine, TargetConfig::kdcom());
+    tokio::pin!(shutdown);
+    let result = serve_clients(&listeners, &mut core, reporter, shutdown.as_mut()).await;
+    if let Some(path) = &config.unix {
+        let _ = std::fs::remove_file(path);
+    }
+    result?;
+    let stats = core.stats();
+    reporter.publish(stats.clone())?;
+    Ok(stats)
+}
+
+async fn serve_clients(
+    listeners: &Listeners,
+    core: &mut TargetCore,
+    reporter: &mut Reporter,
+    mut shutdown: Pin<&mut impl Future<Output = ()>>,
+) -> io::Result<()> {
+    loop {
+        reporter.publish(core.stats())?;
+        let accepted = tokio::select! {
+            () = shutdown.as_mut() => return Ok(()),
+            stream = accept(listeners) => stream?,
+        };
+        core.stats_mut().connections += 1;
+        core.restart_link();
+        let finished = match accepted {
+            Stream::Unix(stream) => serve(stream, core, reporter, shutdown.as_mut()).await,
+            Stream::Tcp(stream) => serve(stream, core, reporter, shutdown.as_mut()).await,
+        };
+        match finished {
+            Ok(true) => return Ok(()),
+            Ok(false) => tracing::info!("sim kdcom: client disconnected"),
+            Err(error) => tracing::info!("sim kdcom: client error: {error}"),
+        }
+    }
+}
+
+enum Stream {
+    Unix(tokio::net::UnixStream),
+    Tcp(tokio::net::TcpStream),
+}
+
+async fn accept(listeners: &Listeners) -> io::Result<Stream> {
+    match listeners {
+        Listeners::Unix(u) => Ok(Stream::Unix(u.accept().await?.0)),
+        Listeners::Tcp(t) => Ok(Stream::Tcp(t.accept().await?.0)),
+        Listeners::Both(u, t) => tokio::select! {
+            r = u.accept() => Ok(Stream::Unix(r?.0)),
+            r = t.accept() => Ok(Stream::Tcp(r?.0)),
+        },
+    }
+}
+
+/// Serves one client; `Ok(true)` when shutdown was requested, `Ok(false)` at EOF.
+async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    core: &mut TargetCore,
+    reporter: &mut Reporter,
+    mut shutdown: Pin<&mut impl Future<Output = ()>>,
+) -> io::Result<bool> {
+    let mut buf = vec![0u8; 8192];
+    loop {
+        while let Some(transmit) = core.poll_transmit() {
+            match transmit.to_bytes(Framing::Serial) {
+                Ok(bytes) => stream.write_all(&bytes).await?,
+                Err(error) => tracing::warn!("sim kdcom: cannot encode: {error}"),
+            }
+        }
+        stream.flush().await?;
+        reporter.publish(core.stats())?;
+        let deadline = core.poll_timeout();
+        tokio::select! {
+            () = shutdown.as_mut() => return Ok(true),
+            read = stream.read(&mut buf) => match read? {
+                0 => return Ok(false),
+                n => core.receive(&buf[..n], Instant::now()),
+            },
+            () = sleep_until(deadline) => core.handle_timeout(Instant::now()),
+        }
+    }
+}
+
+fn remove_stale_socket(path: &std::path::Path) -> io::Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => std::fs::remove_file(path),
+        Ok(_) => Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!("{} exists and is not a socket", path.display()),
+        )),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(error) => Err(error),
+    }
+}

@@ -1,0 +1,310 @@
+//! The simulated kernel state a real target answers from: version block, per-CPU structures,
+//! registers, MSRs, breakpoints and memory.
+//!
+//! [`Machine::builder`] makes the built-in tiny kernel ([`super::kernel`]); scenario files and
+//! ISF-driven layouts will feed the same builder later.
+
+use std::collections::BTreeMap;
+
+use kdproto::api::{
+    context, kspecial, Version, DBGKD_64BIT_PROTOCOL_VERSION2, DBGKD_VERS_FLAG_DATA,
+    DBGKD_VERS_FLAG_MP, DBGKD_VERS_FLAG_PTR64, IMAGE_FILE_MACHINE_AMD64,
+    KD_SECONDARY_VERSION_AMD64_CONTEXT, MAJOR_VERSION_FREE,
+};
+
+use super::breakpoints::BreakpointTable;
+use super::kernel::{self, KernelLayout};
+use super::memory::SimMemory;
+
+/// IA32_EFER.
+pub const MSR_EFER: u32 = 0xC000_0080;
+/// EFER of a running x64 Windows: SCE | LME | LMA | NXE.
+pub const EFER_VALUE: u64 = 0xD01;
+/// Default kernel base (the address ntoseye printed for the synthetic kernel, kd.md §7.3).
+pub const DEFAULT_KERN_BASE: u64 = 0xffff_f803_1240_0000;
+/// Default build number (Windows 11 22H2).
+pub const DEFAULT_BUILD: u16 = 22621;
+/// Default CR3 of every CPU: non-zero, as ntoseye requires (kd.md §3.5).
+pub const DEFAULT_CR3: u64 = 0x001a_d000;
+/// Dr7 with only the reserved bit 10 set, as in every captured control report.
+pub const DEFAULT_DR7: u64 = 0x400;
+/// DBG_STATUS_CONTROL_C: RCX of a break-in stop (kd.md §2.7).
+pub const DBG_STATUS_CONTROL_C: u64 = 1;
+
+/// One processor's state.
+#[derive(Debug, Clone)]
+pub struct Cpu {
+    pub kpcr: u64,
+    pub kprcb: u64,
+    pub kthread: u64,
+    /// KSPECIAL_REGISTERS (Windows 11 size, 0xF0).
+    pub special: Vec<u8>,
+    /// The AMD64 CONTEXT (0x4D0 bytes).
+    pub context: Vec<u8>,
+}
+
+impl Cpu {
+    pub fn rip(&self) -> u64 {
+        read_u64(&self.context, context::RIP)
+    }
+
+    pub fn context_u64(&self, offset: usize) -> u64 {
+        read_u64(&self.context, offset)
+    }
+
+    pub fn context_u16(&self, offset: usize) -> u16 {
+        u16::from_le_bytes([self.context[offset], self.context[offset + 1]])
+    }
+
+    pub fn context_u32(&self, offset: usize) -> u32 {
+        u32::from_le_bytes(
+            self.context[offset..offset + 4]
+                .try_into()
+                .expect("4 bytes"),
+        )
+    }
+
+    pub fn special_u64(&self, offset: usize) -> u64 {
+        read_u64(&self.special, offset)
+    }
+}
+
+/// Everything the simulated target knows.
+#[derive(Debug, Clone)]
+pub struct Machine {
+    pub memory: SimMemory,
+    pub kern_base: u64,
+    pub ps_loaded_module_list: u64,
+    /// Address of KdpDebuggerDataListHead (a LIST_ENTRY64 whose Flink is the KDBG block).
+    pub debugger_data_list: u64,
+    /// The KDDEBUGGER_DATA64 block.
+    pub kdbg: u64,
+    /// RtlpBreakWithStatusInstruction: the PC of a break-in stop (`CC C3` there).
+    pub break_pc: u64,
+    pub build: u16,
+    pub cpus: Vec<Cpu>,
+    pub msrs: BTreeMap<u32, u64>,
+    pub breakpoints: BreakpointTable,
+}
+
+impl Machine {
+    pub fn builder() -> MachineBuilder {
+        MachineBuilder::default()
+    }
+
+    pub fn processor_count(&self) -> u16 {
+        self.cpus.len() as u16
+    }
+
+    pub fn cpu(&self, index: u16) -> Option<&Cpu> {
+        self.cpus.get(usize::from(index))
+    }
+
+    pub fn cpu_mut(&mut self, index: u16) -> Option<&mut Cpu> {
+        self.cpus.get_mut(usize::from(index))
+    }
+
+    /// The KdVersionBlock GetVersion copies (kd.md §3.5).
+    pub fn version(&self) -> Version {
+        let mut flags = DBGKD_VERS_FLAG_PTR64 | DBGKD_VERS_FLAG_DATA;
+        if self.cpus.len() > 1 {
+            flags |= DBGKD_VERS_FLAG_MP;
+        }
+        Version {
+            major_version: MAJOR_VERSION_FREE,
+            minor_version: self.build,
+            protocol_version: DBGKD_64BIT_PROTOCOL_VERSION2,
+            kd_secondary_version: KD_SECONDARY_VERSION_AMD64_CONTEXT,
+            flags,
+            machine_type: IMAGE_FILE_MACHINE_AMD64,
+            max_packet_type: 0x0C,
+            max_state_change: 3,
+            // DbgKdMaximumManipulate − DbgKdMinimumManipulate on Windows 10/11 (0x3163 − 0x3130).
+            max_manipulate: 0x33,
+            simulation: 0,
+            unused: 0,
+            kern_base: self.kern_base,
+            ps_loaded_module_list: self.ps_loaded_module_list,
+            debugger_data_list: self.debugger_data_list,
+        }
+    }
+}
+
+impl Default for Machine {
+    fn default() -> Self {
+        Self::builder().build()
+    }
+}
+
+/// Builds a [`Machine`]: the tiny built-in kernel plus any extra mappings.
+#[derive(Debug, Clone)]
+pub struct MachineBuilder {
+    kern_base: u64,
+    build: u16,
+    processors: u16,
+    cr3: u64,
+    extra: Vec<(u64, Vec<u8>)>,
+    msrs: BTreeMap<u32, u64>,
+}
+
+impl Default for MachineBuilder {
+    fn default() -> Self {
+        Self {
+            kern_base: DEFAULT_KERN_BASE,
+            build: DEFAULT_BUILD,
+            processors: 1,
+            cr3: DEFAULT_CR3,
+            extra: Vec::new(),
+            msrs: BTreeMap::from([(MSR_EFER, EFER_VALUE)]),
+        }
+    }
+}
+
+impl MachineBuilder {
+    /// Base of the kernel image (page aligned).
+    pub fn kern_base(mut self, base: u64) -> Self {
+        self.kern_base = base & !0xFFF;
+        self
+    }
+
+    pub fn build_number(mut self, build: u16) -> Self {
+        self.build = build;
+        self
+    }
+
+    /// Number of CPUs (at least 1).
+    pub fn processors(mut self, count: u16) -> Self {
+        self.processors = count.max(1);
+        self
+    }
+
+    pub fn cr3(mut self, cr3: u64) -> Self {
+        self.cr3 = cr3;
+        self
+    }
+
+    /// Maps extra bytes (a driver image, pool contents…) after the kernel is laid out.
+    pub fn map(mut self, address: u64, bytes: impl Into<Vec<u8>>) -> Self {
+        self.extra.push((address, bytes.into()));
+        self
+    }
+
+    pub fn msr(mut self, msr: u32, value: u64) -> Self {
+        self.msrs.insert(msr, value);
+        self
+    }
+
+    pub fn build(self) -> Machine {
+        let mut memory = SimMemory::new();
+        let layout = KernelLayout::new(self.kern_base, self.processors);
+        kernel::map_kernel(&mut memory, &layout, self.build);
+        let cpus = (0..self.processors)
+            .map(|i| self.make_cpu(&layout, i))
+            .collect();
+        for (address, bytes) in &self.extra {
+            memory.map(*address, bytes);
+        }
+        Machine {
+            memory,
+            kern_base: self.kern_base,
+            ps_loaded_module_list: layout.ps_loaded_module_list(),
+            debugger_data_list: layout.debugger_data_list(),
+            kdbg: layout.kdbg(),
+            break_pc: layout.break_pc(),
+            build: self.build,
+            cpus,
+            msrs: self.msrs,
+            breakpoints: BreakpointTable::default(),
+        }
+    }
+
+    fn make_cpu(&self, layout: &KernelLayout, index: u16) -> Cpu {
+        let mut special = vec![0; kspecial::SIZE_WIN11];
+        put_u64(&mut special, kspecial::CR0, 0x8005_0033);
+        put_u64(&mut special, kspecial::CR3, self.cr3);
+        put_u64(&mut special, kspecial::CR4, 0x0035_0ef8);
+        put_u64(&mut special, kspecial::KERNEL_DR6, 0xFFFF_0FF0);
+        put_u64(&mut special, kspecial::KERNEL_DR7, DEFAULT_DR7);
+        put_u64(&mut special, kspecial::MSR_GS_BASE, layout.kpcr(index));
+
+        let mut ctx = vec![0; context::SIZE];
+        put_u32(&mut ctx, context::CONTEXT_FLAGS, 0x0010_001F);
+        put_u32(&mut ctx, context::MX_CSR, 0x1F80);
+        put_u16(&mut ctx, context::SEG_CS, 0x10);
+        put_u16(&mut ctx, context::SEG_DS, 0x2B);
+        put_u16(&mut ctx, context::SEG_ES, 0x2B);
+        put_u16(&mut ctx, context::SEG_FS, 0x53);
+        put_u16(&mut ctx, context::SEG_GS, 0x2B);
+        put_u16(&mut ctx, context::SEG_SS, 0x18);
+        put_u32(&mut ctx, context::EFLAGS, 0x86);
+        put_u64(&mut ctx, context::DR6, 0xFFFF_0FF0);
+        put_u64(&mut ctx, context::DR7, DEFAULT_DR7);
+        put_u64(&mut ctx, context::RCX, DBG_STATUS_CONTROL_C);
+        put_u64(&mut ctx, context::RSP, layout.stack_top(index));
+        put_u64(&mut ctx, context::RIP, layout.break_pc());
+        Cpu {
+            kpcr: layout.kpcr(index),
+            kprcb: layout.kprcb(index),
+            kthread: layout.kthread(index),
+            special,
+            context: ctx,
+        }
+    }
+}
+
+pub(crate) fn read_u64(bytes: &[u8], offset: usize) -> u64 {
+    u64::from_le_bytes(bytes[offset..offset + 8].try_into().expect("8 bytes"))
+}
+
+pub(crate) fn put_u64(bytes: &mut [u8], offset: usize, value: u64) {
+    bytes[offset..offset + 8].copy_from_slice(&value.to_le_bytes());
+}
+
+pub(crate) fn put_u32(bytes: &mut [u8], offset: usize, value: u32) {
+    bytes[offset..offset + 4].copy_from_slice(&value.to_le_bytes());
+}
+
+pub(crate) fn put_u16(bytes: &mut [u8], offset: usize, value: u16) {
+    bytes[offset..offset + 2].copy_from_slice(&value.to_le_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_machine_answers_ntoseye_attach_checks() {
+        let machine = Machine::default();
+        let version = machine.version();
+        assert_eq!(version.machine_type, 0x8664);
+        assert_ne!(version.kern_base, 0);
+        assert_ne!(version.ps_loaded_module_list, 0);
+        let cpu = machine.cpu(0).unwrap();
+        assert_ne!(cpu.special_u64(kspecial::CR3), 0);
+        assert_eq!(cpu.special_u64(kspecial::KERNEL_DR7), 0x400);
+        assert_eq!(cpu.rip(), machine.break_pc);
+        assert_eq!(machine.memory.read(machine.break_pc, 2).0, vec![0xCC, 0xC3]);
+        assert_eq!(machine.msrs.get(&MSR_EFER), Some(&0xD01));
+        assert_eq!(cpu.context.len(), 0x4D0);
+    }
+
+    #[test]
+    fn builder_options() {
+        let machine = Machine::builder()
+            .processors(4)
+            .build_number(19045)
+            .map(0xffff_c000_0000_0000, b"pool")
+            .build();
+        assert_eq!(machine.processor_count(), 4);
+        assert_eq!(
+            machine.version().flags & DBGKD_VERS_FLAG_MP,
+            DBGKD_VERS_FLAG_MP
+        );
+        assert_eq!(machine.version().minor_version, 19045);
+        assert_ne!(
+            machine.cpu(0).unwrap().kthread,
+            machine.cpu(3).unwrap().kthread
+        );
+        assert_eq!(machine.memory.read(0xffff_c000_0000_0000, 4).0, b"pool");
+    }
+}
