@@ -8,7 +8,9 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use kdleak::decode::{self, Decoded};
-use kdleak::sim::{self, kdcom::KdcomConfig, kdnet::KdnetConfig, Machine, Transport};
+use kdleak::sim::{
+    self, faults::FaultSpec, kdcom::KdcomConfig, kdnet::KdnetConfig, Machine, Transport,
+};
 use kdproto::kdnet::Key;
 
 #[derive(Parser)]
@@ -65,6 +67,10 @@ struct SimArgs {
     /// Keep this JSON file current with the state ("running"/"stopped") and counters.
     #[arg(long, value_name = "FILE")]
     state_file: Option<PathBuf>,
+    /// Inject faults, seeded: e.g. loss=0.3,dup=0.05,reorder=0.1,corrupt=0.01,latency=5ms,
+    /// jitter=1ms,baud=115200,reboot_after=20s,stall_after=1m,seed=7.
+    #[arg(long, value_name = "SPEC", default_value = "")]
+    faults: FaultSpec,
 }
 
 #[derive(clap::Args)]
@@ -138,11 +144,13 @@ fn run_sim(args: SimArgs) -> Result<ExitCode> {
             let mut config = KdnetConfig::new(host, key);
             config.poke_interval = Duration::from_secs_f64(args.poke_interval);
             config.bind = args.bind;
+            config.faults = args.faults;
             Transport::Kdnet(config)
         }
         None => Transport::Kdcom(KdcomConfig {
             unix: args.pipe,
             tcp: args.tcp,
+            faults: args.faults,
         }),
     };
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;

@@ -73,7 +73,7 @@ async fn kdcom_unix_socket_attach_context_and_continue() {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let config = KdcomConfig {
         unix: Some(path.clone()),
-        tcp: None,
+        ..KdcomConfig::default()
     };
     let machine = Machine::default();
     let break_pc = machine.break_pc;

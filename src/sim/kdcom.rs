@@ -12,6 +12,7 @@ use kdproto::kd::Framing;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, UnixListener};
 
+use super::faults::{FaultInjector, FaultSpec};
 use super::kdnet::sleep_until;
 use super::machine::Machine;
 use super::report::Reporter;
@@ -24,6 +25,59 @@ pub struct KdcomConfig {
     /// A Unix stream socket path (a stale socket file there is replaced).
     pub unix: Option<PathBuf>,
     pub tcp: Option<SocketAddr>,
+    /// Loss, duplication, corruption, latency, line rate, reboot and stall to inject.
+    pub faults: FaultSpec,
+}
+
+/// The faulty line and the scheduled reboot/stall, shared by every client of one run.
+struct Line {
+    faults: FaultInjector,
+    boot_machine: Machine,
+    reboot_at: Option<Instant>,
+    stall_at: Option<Instant>,
+}
+
+impl Line {
+    fn new(spec: FaultSpec, boot_machine: Machine) -> Self {
+        let started = Instant::now();
+        Self {
+            reboot_at: spec.reboot_after.map(|after| started + after),
+            stall_at: spec.stall_after.map(|after| started + after),
+            faults: FaultInjector::new(spec),
+            boot_machine,
+        }
+    }
+
+    /// Writes through the faulty line: each write may be lost, doubled or corrupted, waits its
+    /// latency (in order: a stream never reorders), and occupies the line for its length at the
+    /// configured baud rate.
+    async fn write<S: AsyncWrite + Unpin>(
+        &mut self,
+        stream: &mut S,
+        bytes: &[u8],
+    ) -> io::Result<()> {
+        for delivery in self.faults.plan(bytes) {
+            let wait = delivery.delay + self.faults.line_time(delivery.bytes.len());
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
+            stream.write_all(&delivery.bytes).await?;
+        }
+        Ok(())
+    }
+
+    /// What of `bytes`, just read, reaches the target, after their time on the line.
+    async fn read(&mut self, bytes: &[u8]) -> Vec<Vec<u8>> {
+        let wait = self.faults.line_time(bytes.len());
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+        self.faults
+            .plan(bytes)
+            .into_iter()
+            .map(|d| d.bytes)
+            .collect()
+    }
 }
 
 enum Listeners {
@@ -61,9 +115,17 @@ pub async fn run(
             ))
         }
     };
+    let mut line = Line::new(config.faults.clone(), machine.clone());
     let mut core = TargetCore::new(machine, TargetConfig::kdcom());
     tokio::pin!(shutdown);
-    let result = serve_clients(&listeners, &mut core, reporter, shutdown.as_mut()).await;
+    let result = serve_clients(
+        &listeners,
+        &mut core,
+        &mut line,
+        reporter,
+        shutdown.as_mut(),
+    )
+    .await;
     if let Some(path) = &config.unix {
         let _ = std::fs::remove_file(path);
     }
@@ -76,6 +138,7 @@ pub async fn run(
 async fn serve_clients(
     listeners: &Listeners,
     core: &mut TargetCore,
+    line: &mut Line,
     reporter: &mut Reporter,
     mut shutdown: Pin<&mut impl Future<Output = ()>>,
 ) -> io::Result<()> {
@@ -88,8 +151,8 @@ async fn serve_clients(
         core.stats_mut().connections += 1;
         core.restart_link();
         let finished = match accepted {
-            Stream::Unix(stream) => serve(stream, core, reporter, shutdown.as_mut()).await,
-            Stream::Tcp(stream) => serve(stream, core, reporter, shutdown.as_mut()).await,
+            Stream::Unix(stream) => serve(stream, core, line, reporter, shutdown.as_mut()).await,
+            Stream::Tcp(stream) => serve(stream, core, line, reporter, shutdown.as_mut()).await,
         };
         match finished {
             Ok(true) => return Ok(()),
@@ -119,6 +182,7 @@ async fn accept(listeners: &Listeners) -> io::Result<Stream> {
 async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     mut stream: S,
     core: &mut TargetCore,
+    line: &mut Line,
     reporter: &mut Reporter,
     mut shutdown: Pin<&mut impl Future<Output = ()>>,
 ) -> io::Result<bool> {
@@ -126,18 +190,37 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     loop {
         while let Some(transmit) = core.poll_transmit() {
             match transmit.to_bytes(Framing::Serial) {
-                Ok(bytes) => stream.write_all(&bytes).await?,
+                Ok(bytes) => line.write(&mut stream, &bytes).await?,
                 Err(error) => tracing::warn!("sim kdcom: cannot encode: {error}"),
             }
         }
         stream.flush().await?;
+        core.stats_mut().faults = line.faults.counts().clone();
         reporter.publish(core.stats())?;
         let deadline = core.poll_timeout();
         tokio::select! {
             () = shutdown.as_mut() => return Ok(true),
+            () = sleep_until(line.reboot_at) => {
+                // A new boot: memory reloaded, running, packet ids from INITIAL|SYNC.
+                line.reboot_at = None;
+                core.reboot(line.boot_machine.clone());
+                tracing::info!("sim kdcom: rebooted");
+            }
+            () = sleep_until(line.stall_at) => {
+                // A hung machine answers nothing until it is shut down.
+                core.stats_mut().stalled = true;
+                reporter.publish(core.stats())?;
+                tracing::info!("sim kdcom: stalled");
+                shutdown.as_mut().await;
+                return Ok(true);
+            }
             read = stream.read(&mut buf) => match read? {
                 0 => return Ok(false),
-                n => core.receive(&buf[..n], Instant::now()),
+                n => {
+                    for copy in line.read(&buf[..n]).await {
+                        core.receive(&copy, Instant::now());
+                    }
+                }
             },
             () = sleep_until(deadline) => core.handle_timeout(Instant::now()),
         }

@@ -5,12 +5,14 @@
 use std::future::Future;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kdproto::kd::Framing;
 use kdproto::kdnet::{ControlMessage, DataBody, Endpoint, Key, NetAddr, Opened, Poke};
 use tokio::net::UdpSocket;
 
+use super::faults::{FaultInjector, FaultSpec};
 use super::machine::Machine;
 use super::report::Reporter;
 use super::stats::{reason_of, SimStats};
@@ -32,6 +34,8 @@ pub struct KdnetConfig {
     pub poke_interval: Duration,
     /// Seeds the client key material of the pokes.
     pub seed: u64,
+    /// Loss, duplication, reordering, corruption, latency, reboot and stall to inject.
+    pub faults: FaultSpec,
 }
 
 impl KdnetConfig {
@@ -43,6 +47,7 @@ impl KdnetConfig {
             version: DEFAULT_VERSION,
             poke_interval: DEFAULT_POKE_INTERVAL,
             seed: 0x6b64_6c65_616b_0001,
+            faults: FaultSpec::default(),
         }
     }
 }
@@ -108,10 +113,18 @@ pub async fn run(
         SocketAddr::V4(_) => SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
         SocketAddr::V6(_) => SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0)),
     });
-    let socket = UdpSocket::bind(bind).await?;
+    let socket = Arc::new(UdpSocket::bind(bind).await?);
     // Connected: only the configured host is heard, and the local address is concrete.
     socket.connect(config.host).await?;
     let local = socket.local_addr()?;
+    let mut medium = FaultyUdp {
+        socket,
+        faults: FaultInjector::new(config.faults.clone()),
+    };
+    let boot_machine = machine.clone();
+    let started = Instant::now();
+    let mut reboot_at = config.faults.reboot_after.map(|after| started + after);
+    let stall_at = config.faults.stall_after.map(|after| started + after);
     tracing::info!("sim kdnet: {local} poking {}", config.host);
 
     let mut core = TargetCore::new(machine, TargetConfig::kdnet());
@@ -124,11 +137,29 @@ pub async fn run(
     tokio::pin!(shutdown);
 
     loop {
-        flush(&socket, &mut core, &mut endpoint).await;
+        flush(&mut medium, &mut core, &mut endpoint).await;
+        core.stats_mut().faults = medium.faults.counts().clone();
         reporter.publish(core.stats())?;
         let deadline = core.poll_timeout();
         tokio::select! {
             () = &mut shutdown => break,
+            () = sleep_until(reboot_at) => {
+                // A new boot: memory reloaded, no debugger; its pokes say so and a host
+                // re-handshakes (kdnet.md §3.4).
+                reboot_at = None;
+                core.reboot(boot_machine.clone());
+                endpoint = Endpoint::target(config.key.clone(), config.version);
+                debugger = None;
+                tracing::info!("sim kdnet: rebooted");
+            }
+            () = sleep_until(stall_at) => {
+                // A hung machine answers nothing until it is shut down.
+                core.stats_mut().stalled = true;
+                reporter.publish(core.stats())?;
+                tracing::info!("sim kdnet: stalled");
+                (&mut shutdown).await;
+                break;
+            }
             _ = pokes.tick() => {
                 let (seq, client_key) = poker.next();
                 let poke = Poke {
@@ -140,12 +171,12 @@ pub async fn run(
                 match endpoint.make_poke(seq, &poke) {
                     Ok(wire) => {
                         core.stats_mut().pokes += 1;
-                        send(&socket, &wire).await;
+                        medium.send(&wire).await;
                     }
                     Err(error) => tracing::warn!("sim kdnet: cannot seal a poke: {error}"),
                 }
             }
-            received = socket.recv(&mut buf) => {
+            received = medium.socket.recv(&mut buf) => {
                 let len = match received {
                     Ok(len) => len,
                     // ICMP port unreachable from a host that is not up yet.
@@ -155,36 +186,38 @@ pub async fn run(
                     }
                 };
                 let now = Instant::now();
-                match endpoint.open(&buf[..len]) {
-                    Err(error) => {
-                        tracing::debug!("sim kdnet: rejected datagram: {error}");
-                        core.stats_mut().reject(reason_of("kdnet", &error));
-                    }
-                    Ok(Opened::Control { datagram, message: ControlMessage::Response(_) }) => {
-                        match endpoint.accept_response(&datagram) {
-                            Ok(()) => {
-                                core.stats_mut().handshakes += 1;
-                                debugger = Some(config.host);
-                                core.restart_link();
-                                let host = match config.host {
-                                    SocketAddr::V4(v4) => *v4.ip(),
-                                    SocketAddr::V6(_) => Ipv4Addr::UNSPECIFIED,
-                                };
-                                match endpoint.seal_data(&DataBody::Ping { host }) {
-                                    Ok(wire) => send(&socket, &wire).await,
-                                    Err(error) => tracing::warn!("sim kdnet: ping: {error}"),
-                                }
-                            }
-                            Err(error) => core.stats_mut().reject(reason_of("kdnet", &error)),
+                for copy in medium.faults.plan(&buf[..len]).into_iter().map(|d| d.bytes) {
+                    match endpoint.open(&copy) {
+                        Err(error) => {
+                            tracing::debug!("sim kdnet: rejected datagram: {error}");
+                            core.stats_mut().reject(reason_of("kdnet", &error));
                         }
-                    }
-                    Ok(Opened::Control { .. }) => {
-                        core.stats_mut().reject("kdnet: unexpected control message");
-                    }
-                    Ok(Opened::Data { body: DataBody::BreakIn, .. }) => core.receive_break_in(now),
-                    Ok(Opened::Data { body: DataBody::Kd(bytes), .. }) => core.receive(&bytes, now),
-                    Ok(Opened::Data { body: DataBody::Ping { .. }, .. }) => {
-                        core.stats_mut().reject("kdnet: ping from the host");
+                        Ok(Opened::Control { datagram, message: ControlMessage::Response(_) }) => {
+                            match endpoint.accept_response(&datagram) {
+                                Ok(()) => {
+                                    core.stats_mut().handshakes += 1;
+                                    debugger = Some(config.host);
+                                    core.restart_link();
+                                    let host = match config.host {
+                                        SocketAddr::V4(v4) => *v4.ip(),
+                                        SocketAddr::V6(_) => Ipv4Addr::UNSPECIFIED,
+                                    };
+                                    match endpoint.seal_data(&DataBody::Ping { host }) {
+                                        Ok(wire) => medium.send(&wire).await,
+                                        Err(error) => tracing::warn!("sim kdnet: ping: {error}"),
+                                    }
+                                }
+                                Err(error) => core.stats_mut().reject(reason_of("kdnet", &error)),
+                            }
+                        }
+                        Ok(Opened::Control { .. }) => {
+                            core.stats_mut().reject("kdnet: unexpected control message");
+                        }
+                        Ok(Opened::Data { body: DataBody::BreakIn, .. }) => core.receive_break_in(now),
+                        Ok(Opened::Data { body: DataBody::Kd(bytes), .. }) => core.receive(&bytes, now),
+                        Ok(Opened::Data { body: DataBody::Ping { .. }, .. }) => {
+                            core.stats_mut().reject("kdnet: ping from the host");
+                        }
                     }
                 }
             }
@@ -204,7 +237,7 @@ pub(crate) async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-async fn flush(socket: &UdpSocket, core: &mut TargetCore, endpoint: &mut Endpoint) {
+async fn flush(medium: &mut FaultyUdp, core: &mut TargetCore, endpoint: &mut Endpoint) {
     while let Some(transmit) = core.poll_transmit() {
         if !endpoint.has_data_key() {
             continue; // No session: nothing can carry it.
@@ -213,8 +246,32 @@ async fn flush(socket: &UdpSocket, core: &mut TargetCore, endpoint: &mut Endpoin
             .to_bytes(Framing::Datagram)
             .and_then(|body| endpoint.seal_data_raw(body));
         match sealed {
-            Ok(wire) => send(socket, &wire).await,
+            Ok(wire) => medium.send(&wire).await,
             Err(error) => tracing::warn!("sim kdnet: cannot seal: {error}"),
+        }
+    }
+}
+
+/// The target's UDP socket seen through the fault injector: each datagram may be lost,
+/// duplicated, corrupted or delayed (a delayed copy is sent by a task, so later datagrams can
+/// overtake it).
+struct FaultyUdp {
+    socket: Arc<UdpSocket>,
+    faults: FaultInjector,
+}
+
+impl FaultyUdp {
+    async fn send(&mut self, wire: &[u8]) {
+        for delivery in self.faults.plan(wire) {
+            if delivery.delay.is_zero() {
+                send(&self.socket, &delivery.bytes).await;
+            } else {
+                let socket = Arc::clone(&self.socket);
+                tokio::spawn(async move {
+                    tokio::time::sleep(delivery.delay).await;
+                    send(&socket, &delivery.bytes).await;
+                });
+            }
         }
     }
 }

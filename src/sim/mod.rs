@@ -9,6 +9,7 @@
 
 pub mod breakpoints;
 pub mod context;
+pub mod faults;
 pub mod kdcom;
 pub mod kdnet;
 pub mod kernel;

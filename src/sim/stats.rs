@@ -6,6 +6,8 @@ use std::fmt;
 use kdproto::link::LinkStats;
 use serde::{Deserialize, Serialize};
 
+use super::faults::FaultCounts;
+
 /// Whether the simulated kernel runs or sits in the debugger's stop loop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -92,6 +94,12 @@ pub struct SimStats {
     pub handshakes: u64,
     /// KDCOM: stream clients served.
     pub connections: u64,
+    /// Reboots injected by `--faults reboot_after=`.
+    pub reboots: u64,
+    /// Whether `--faults stall_after=` has made the target stop answering.
+    pub stalled: bool,
+    /// What the fault injector did to the traffic.
+    pub faults: FaultCounts,
     pub link: LinkCounters,
 }
 
@@ -143,6 +151,12 @@ impl fmt::Display for SimStats {
         }
         if self.connections > 0 {
             writeln!(f, "kdcom: {} connections", self.connections)?;
+        }
+        if self.faults.planned > 0 {
+            writeln!(f, "faults: {}", self.faults)?;
+        }
+        if self.reboots > 0 || self.stalled {
+            writeln!(f, "reboots: {}, stalled: {}", self.reboots, self.stalled)?;
         }
         writeln!(
             f,

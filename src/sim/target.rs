@@ -142,6 +142,18 @@ impl TargetCore {
         self.link.restart();
     }
 
+    /// A new boot: memory reloaded from `machine`, running, and a link that numbers its packets
+    /// from scratch as a freshly booted kernel does (KDCOM: INITIAL|SYNC; KDNET: from 0).
+    /// Counters survive so the summary covers every boot.
+    pub fn reboot(&mut self, machine: Machine) {
+        self.link = Link::new(self.link.config().clone());
+        self.machine = machine;
+        self.state = SimState::Running;
+        self.current_cpu = 0;
+        self.stop = StopState::default();
+        self.stats.reboots += 1;
+    }
+
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.link.poll_transmit()
     }
