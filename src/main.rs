@@ -32,7 +32,7 @@ enum Command {
     /// Decode a KDNET packet capture (pcap or pcapng, optionally .gz) with the session's key.
     Decode(DecodeArgs),
     /// Run a simulated Windows target (tiny built-in kernel) until Ctrl-C, for testing hosts.
-    Sim(SimArgs),
+    Sim(Box<SimArgs>),
 }
 
 #[derive(clap::Args)]
@@ -129,7 +129,7 @@ fn init_logging(verbose: u8) {
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Decode(args) => run_decode(args),
-        Command::Sim(args) => run_sim(args),
+        Command::Sim(args) => run_sim(*args),
     }
 }
 

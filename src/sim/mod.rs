@@ -10,6 +10,7 @@
 pub mod breakpoints;
 pub mod context;
 pub mod faults;
+pub mod isf;
 pub mod kdcom;
 pub mod kdnet;
 pub mod kernel;
@@ -17,6 +18,7 @@ pub mod machine;
 pub mod memory;
 pub mod report;
 pub mod requests;
+pub mod scenario;
 pub mod stats;
 pub mod target;
 

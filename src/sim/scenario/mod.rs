@@ -1,0 +1,341 @@
+//! Scenarios for the simulated Windows target: which kernel fixture, which drivers, which pool
+//! allocations and verifier settings — and [`Scenario::build`], which lays all of it out in
+//! memory from the build's ISF tables (see `captures/scenarios/README.md` for the TOML format).
+//!
+//! The layout never uses the host's PDB-reading code: every offset comes from the ISF
+//! ([`super::isf`]), so the host (which reads the generated PDBs) and the simulator check each other.
+
+pub mod image;
+mod layout;
+mod pe;
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub use image::MemoryImage;
+pub use layout::{charged_size, LayoutReport};
+pub use pe::{Manifest, ManifestImage};
+
+use super::isf::FieldUse;
+
+/// Errors while loading or laying out a scenario.
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    #[error("scenario: {0}")]
+    Invalid(String),
+    #[error("scenario: {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("scenario: TOML: {0}")]
+    Toml(#[from] toml::de::Error),
+    #[error("scenario: manifest: {0}")]
+    Manifest(String),
+    #[error(transparent)]
+    Isf(#[from] super::isf::IsfError),
+}
+
+pub type Result<T> = std::result::Result<T, ScenarioError>;
+
+/// An unsigned number written in TOML as an integer or as a string (`"0xfffffa8005400000"`,
+/// `"fffffa80`05400000"`), needed because TOML integers are signed 64-bit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Num(pub u64);
+
+impl Serialize for Num {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{:#x}", self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for Num {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            I(i64),
+            S(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::I(i) if i >= 0 => Ok(Num(i as u64)),
+            Raw::I(i) => Err(serde::de::Error::custom(format!("negative number {i}"))),
+            Raw::S(s) => parse_num(&s)
+                .map(Num)
+                .ok_or_else(|| serde::de::Error::custom(format!("bad number `{s}`"))),
+        }
+    }
+}
+
+/// Parses a number written as a string: always hexadecimal, with or without `0x`, WinDbg's
+/// backtick and `_` separators allowed (`"0xfffffa8005400000"`, `"fffffa80`05400000"`).
+pub fn parse_num(s: &str) -> Option<u64> {
+    let t: String = s.trim().chars().filter(|&c| c != '`' && c != '_').collect();
+    let h = t
+        .strip_prefix("0x")
+        .or_else(|| t.strip_prefix("0X"))
+        .unwrap_or(&t);
+    u64::from_str_radix(h, 16).ok()
+}
+
+/// A scenario (one TOML file).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    pub kernel: KernelSpec,
+    pub verifier: VerifierSpec,
+    #[serde(default)]
+    pub trace: TraceSpec,
+    #[serde(rename = "driver", default)]
+    pub drivers: Vec<DriverSpec>,
+    #[serde(rename = "allocation", default)]
+    pub allocations: Vec<AllocationSpec>,
+}
+
+/// Which kernel: a fixture directory (PE images + `manifest.json`) and its ISF.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KernelSpec {
+    /// Fixture directory, relative to the repository root (e.g. `captures/fixtures/win11-22000`).
+    pub fixture: PathBuf,
+    /// ISF file; default `captures/isf/<manifest.isf>`.
+    #[serde(default)]
+    pub isf: Option<PathBuf>,
+    /// Start of the range for dynamically allocated structures (default: 0xfffffa8002400000 on
+    /// Win7, 0xffffc00a00000000 on later builds).
+    #[serde(default)]
+    pub pool_base: Option<Num>,
+    /// SLIST_HEADER format for the per-driver tracker lists (default: `header8` where the build's
+    /// `_SLIST_HEADER` has `Header8` (Win7), else `x64`).
+    #[serde(default)]
+    pub slist: Option<SlistFormat>,
+    /// Number of `_VF_AVL_TABLE`s in `ViTargetDriversAvl` (nodes are spread round-robin). Default 1.
+    #[serde(default)]
+    pub avl_tables: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SlistFormat {
+    /// Vista/7 8-byte format: `Header8.NextEntry` holds bits 4..42 of the first entry (§5.4).
+    Header8,
+    /// Vista/7 16-byte format with `Header16.HeaderType = 1`.
+    Header16,
+    /// Win8+ `HeaderX64`: `NextEntry` (bits 4..63) in the second qword.
+    X64,
+}
+
+/// `MmVerifierData` settings and counters that cannot be derived from the allocations.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifierSpec {
+    /// `MmVerifierData.Level` (flag mask; 8 = pool tracking).
+    pub level: Num,
+    #[serde(default)]
+    pub option_flags: Num,
+    #[serde(default)]
+    pub verify_mode: Num,
+    /// `VfRuleClasses` (Win10+); default: `level & 8`.
+    #[serde(default)]
+    pub rule_classes: Option<Num>,
+    /// Overrides / extra counters (field name of `_MM_DRIVER_VERIFIER_DATA` → value). The
+    /// Current*/Peak*/*Bytes counters are always derived; `AllocationsAttempted` and
+    /// `AllocationsSucceeded` default to the number of allocations (churn included); `Loads` to the
+    /// sum of the suspect entries' loads.
+    #[serde(default)]
+    pub stats: std::collections::BTreeMap<String, Num>,
+}
+
+/// The `VfPoolTraces` ring.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TraceSpec {
+    /// `VfPoolTracesLength` (power of two).
+    #[serde(default = "default_trace_length")]
+    pub length: Num,
+    /// Value of `VfPoolTracesIndex` before the first record (default 0).
+    #[serde(default)]
+    pub index_start: Num,
+    /// Number of allocate+free pairs logged before the scenario's own allocations (each pair
+    /// counts as one allocation attempt of `churn_size` bytes by `churn_driver`).
+    #[serde(default)]
+    pub churn: u64,
+    /// Driver doing the churn (default: first verified loaded driver).
+    #[serde(default)]
+    pub churn_driver: Option<String>,
+    #[serde(default = "default_churn_size")]
+    pub churn_size: Num,
+    #[serde(default)]
+    pub churn_stack: Vec<String>,
+    #[serde(default)]
+    pub churn_thread: Option<Num>,
+}
+
+fn default_trace_length() -> Num {
+    Num(0x10000)
+}
+fn default_churn_size() -> Num {
+    Num(0x100)
+}
+
+impl Default for TraceSpec {
+    fn default() -> Self {
+        TraceSpec {
+            length: default_trace_length(),
+            index_start: Num(0),
+            churn: 0,
+            churn_driver: None,
+            churn_size: default_churn_size(),
+            churn_stack: vec![],
+            churn_thread: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum DriverState {
+    #[default]
+    Loaded,
+    /// Was loaded and unloaded (suspect entry with Loads == Unloads ≥ 1; no image, no module entry).
+    Unloaded,
+    /// Configured for verification but never loaded (Loads == 0).
+    NeverLoaded,
+}
+
+/// A driver: a fixture image (`myfault.sys`, `leaky.sys`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DriverSpec {
+    /// Base name, e.g. `myfault.sys` (also the fixture file name unless `image` is given).
+    pub name: String,
+    #[serde(default)]
+    pub image: Option<String>,
+    /// Under Driver Verifier (gets a `VfSuspectDriversList` entry and, when loaded, verified data).
+    #[serde(default)]
+    pub verified: bool,
+    #[serde(default)]
+    pub state: DriverState,
+    /// Fixed address of the `_VF_SUSPECT_DRIVER_ENTRY` (the "Entry" column on Win7).
+    #[serde(default)]
+    pub suspect_entry: Option<Num>,
+    #[serde(default)]
+    pub loads: Option<u32>,
+    #[serde(default)]
+    pub unloads: Option<u32>,
+    /// FullDllName in the module list (default `\SystemRoot\system32\drivers\<name>`).
+    #[serde(default)]
+    pub full_name: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PoolKind {
+    #[default]
+    NonPaged,
+    Paged,
+}
+
+/// One tracked pool allocation (or `count` identical ones), in allocation order.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AllocationSpec {
+    /// Allocating driver (must be verified and loaded).
+    pub driver: String,
+    /// Fixed block address (only with count = 1); default: from the pool range.
+    #[serde(default)]
+    pub address: Option<Num>,
+    /// Requested size in bytes (the tracker holds the charged size, `charged_size`).
+    pub size: Num,
+    #[serde(default)]
+    pub pool: PoolKind,
+    /// Four-character tag (`"Leak"`), or a number (`"0x6b61654c"`).
+    pub tag: String,
+    /// CallingAddress: `module!Symbol+0xoff` or a raw address. Default: the first stack frame in
+    /// the allocating driver.
+    #[serde(default)]
+    pub caller: Option<String>,
+    /// Frames logged in `VfPoolTraces` (first = innermost), `module!Symbol+0xoff` or raw.
+    #[serde(default)]
+    pub stack: Vec<String>,
+    #[serde(default)]
+    pub thread: Option<Num>,
+    /// Freed right after being allocated (its tracker slot goes back on the free list and a free
+    /// record is logged with `free_stack`).
+    #[serde(default)]
+    pub freed: bool,
+    #[serde(default)]
+    pub free_stack: Vec<String>,
+    /// Special-pool allocation (NumberOfBytes = requested size, back-pointer in the page).
+    #[serde(default)]
+    pub special: bool,
+    #[serde(default = "one")]
+    pub count: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// Names of the built-in scenarios.
+pub const BUILTIN: &[&str] = &["win7-myfault", "win10-myfault", "win11-myfault"];
+
+/// Default repository root for relative paths (this crate's directory).
+pub fn default_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+impl Scenario {
+    pub fn from_toml(text: &str) -> Result<Scenario> {
+        Ok(toml::from_str(text)?)
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_default()
+    }
+
+    /// Reads a scenario file.
+    pub fn load(path: impl AsRef<Path>) -> Result<Scenario> {
+        let p = path.as_ref();
+        let text = std::fs::read_to_string(p).map_err(|source| ScenarioError::Io {
+            path: p.into(),
+            source,
+        })?;
+        Self::from_toml(&text)
+    }
+
+    /// A built-in scenario by name (`win7-myfault`, `win10-myfault`, `win11-myfault`).
+    pub fn builtin(name: &str) -> Result<Scenario> {
+        let text = match name {
+            "win7-myfault" => include_str!("../../../captures/scenarios/win7-myfault.toml"),
+            "win10-myfault" => include_str!("../../../captures/scenarios/win10-myfault.toml"),
+            "win11-myfault" => include_str!("../../../captures/scenarios/win11-myfault.toml"),
+            other => {
+                return Err(ScenarioError::Invalid(format!(
+                    "no built-in scenario `{other}` (have {BUILTIN:?})"
+                )))
+            }
+        };
+        Self::from_toml(text)
+    }
+
+    /// Lays the scenario out, paths relative to [`default_root`].
+    pub fn build(&self) -> Result<MemoryImage> {
+        Ok(self.build_in(default_root())?.image)
+    }
+
+    /// Lays the scenario out with paths relative to `root`; also returns what was written where.
+    pub fn build_in(&self, root: impl AsRef<Path>) -> Result<LayoutReport> {
+        layout::build(self, root.as_ref())
+    }
+
+    /// Like [`Scenario::build`], with the list of every ISF field the layout wrote.
+    pub fn build_with_log(&self) -> Result<(MemoryImage, Vec<FieldUse>)> {
+        let r = self.build_in(default_root())?;
+        Ok((r.image, r.field_uses))
+    }
+}
