@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use kdleak::decode::{self, Decoded};
+use kdleak::sim::scenario::Scenario;
 use kdleak::sim::{
     self, faults::FaultSpec, kdcom::KdcomConfig, kdnet::KdnetConfig, Machine, Transport,
 };
@@ -67,6 +68,10 @@ struct SimArgs {
     /// Keep this JSON file current with the state ("running"/"stopped") and counters.
     #[arg(long, value_name = "FILE")]
     state_file: Option<PathBuf>,
+    /// Serve this scenario: a built-in name (win7-myfault, win10-myfault, win11-myfault) or a
+    /// scenario TOML file. Default: a tiny built-in kernel without verifier data.
+    #[arg(long, value_name = "NAME|FILE")]
+    scenario: Option<String>,
     /// Inject faults, seeded: e.g. loss=0.3,dup=0.05,reorder=0.1,corrupt=0.01,latency=5ms,
     /// jitter=1ms,baud=115200,reboot_after=20s,stall_after=1m,seed=7.
     #[arg(long, value_name = "SPEC", default_value = "")]
@@ -153,20 +158,33 @@ fn run_sim(args: SimArgs) -> Result<ExitCode> {
             faults: args.faults,
         }),
     };
+    let machine = match &args.scenario {
+        None => Machine::default(),
+        Some(name) => scenario_machine(name)?,
+    };
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };
     let stats = runtime
-        .block_on(sim::run(
-            transport,
-            Machine::default(),
-            args.state_file,
-            shutdown,
-        ))
+        .block_on(sim::run(transport, machine, args.state_file, shutdown))
         .context("simulated target failed")?;
     eprintln!("kdleak sim: summary\n{stats}");
     Ok(ExitCode::SUCCESS)
+}
+
+/// A built-in scenario by name, or a scenario file, laid out into a machine.
+fn scenario_machine(name: &str) -> Result<Machine> {
+    let scenario = if std::path::Path::new(name).is_file() {
+        Scenario::load(name)
+    } else {
+        Scenario::builtin(name)
+    }
+    .with_context(|| format!("cannot load scenario {name}"))?;
+    let image = scenario
+        .build()
+        .with_context(|| format!("cannot lay out scenario {name}"))?;
+    Ok(Machine::builder().image(image).build())
 }
 
 fn run_decode(args: DecodeArgs) -> Result<ExitCode> {

@@ -147,12 +147,20 @@ pub fn map_kernel(memory: &mut SimMemory, layout: &KernelLayout, build: u16) {
         format!("{build}.1.amd64fre.kdleak_sim.000000-0000\0").as_bytes(),
     );
 
+    map_cpus(memory, layout, Some(layout.ki_processor_block()));
+}
+
+/// Maps each CPU's KPCR, KPRCB, stack and KTHREAD pages, and fills `KiProcessorBlock` (the
+/// array of KPRCB pointers) when the kernel has one.
+pub fn map_cpus(memory: &mut SimMemory, layout: &KernelLayout, ki_processor_block: Option<u64>) {
     for index in 0..layout.processors {
         memory.map_zeroed(layout.kpcr(index), PER_CPU_STRIDE);
-        memory.write(
-            layout.ki_processor_block() + 8 * u64::from(index),
-            &layout.kprcb(index).to_le_bytes(),
-        );
+        if let Some(block) = ki_processor_block {
+            memory.write(
+                block + 8 * u64::from(index),
+                &layout.kprcb(index).to_le_bytes(),
+            );
+        }
         // KPCR.Self @0x18, KPCR.CurrentPrcb @0x20.
         memory.write(layout.kpcr(index) + 0x18, &layout.kpcr(index).to_le_bytes());
         memory.write(

@@ -15,6 +15,7 @@ use kdproto::api::{
 use super::breakpoints::BreakpointTable;
 use super::kernel::{self, KernelLayout};
 use super::memory::SimMemory;
+use super::scenario::MemoryImage;
 
 /// IA32_EFER.
 pub const MSR_EFER: u32 = 0xC000_0080;
@@ -145,6 +146,8 @@ pub struct MachineBuilder {
     cr3: u64,
     extra: Vec<(u64, Vec<u8>)>,
     msrs: BTreeMap<u32, u64>,
+    /// A laid-out scenario that replaces the tiny built-in kernel.
+    image: Option<MemoryImage>,
 }
 
 impl Default for MachineBuilder {
@@ -156,6 +159,7 @@ impl Default for MachineBuilder {
             cr3: DEFAULT_CR3,
             extra: Vec::new(),
             msrs: BTreeMap::from([(MSR_EFER, EFER_VALUE)]),
+            image: None,
         }
     }
 }
@@ -189,6 +193,16 @@ impl MachineBuilder {
         self
     }
 
+    /// Serves a scenario's memory (fixture kernel and drivers, verifier structures) instead of
+    /// the tiny built-in kernel. Its kernel base, module list, debugger data list, break-in PC
+    /// and build replace the builder's; CPUs get their own pages beside the kernel.
+    pub fn image(mut self, image: MemoryImage) -> Self {
+        self.kern_base = image.kern_base;
+        self.build = u16::try_from(image.build).unwrap_or(u16::MAX);
+        self.image = Some(image);
+        self
+    }
+
     pub fn msr(mut self, msr: u32, value: u64) -> Self {
         self.msrs.insert(msr, value);
         self
@@ -197,9 +211,33 @@ impl MachineBuilder {
     pub fn build(self) -> Machine {
         let mut memory = SimMemory::new();
         let layout = KernelLayout::new(self.kern_base, self.processors);
-        kernel::map_kernel(&mut memory, &layout, self.build);
+        let anchors = match &self.image {
+            None => {
+                kernel::map_kernel(&mut memory, &layout, self.build);
+                Anchors {
+                    ps_loaded_module_list: layout.ps_loaded_module_list(),
+                    debugger_data_list: layout.debugger_data_list(),
+                    kdbg: layout.kdbg(),
+                    break_pc: layout.break_pc(),
+                }
+            }
+            Some(image) => {
+                for (address, bytes) in &image.regions {
+                    memory.map(*address, bytes);
+                }
+                let processor_block = image.symbols.get("KiProcessorBlock").copied();
+                kernel::map_cpus(&mut memory, &layout, processor_block);
+                Anchors {
+                    ps_loaded_module_list: image.ps_loaded_module_list,
+                    debugger_data_list: image.debugger_data_list,
+                    // KdpDebuggerDataListHead.Flink is the block (kd.md §4.1).
+                    kdbg: memory.read_u64(image.debugger_data_list).unwrap_or(0),
+                    break_pc: image.break_pc,
+                }
+            }
+        };
         let cpus = (0..self.processors)
-            .map(|i| self.make_cpu(&layout, i))
+            .map(|i| self.make_cpu(&layout, i, anchors.break_pc))
             .collect();
         for (address, bytes) in &self.extra {
             memory.map(*address, bytes);
@@ -207,10 +245,10 @@ impl MachineBuilder {
         Machine {
             memory,
             kern_base: self.kern_base,
-            ps_loaded_module_list: layout.ps_loaded_module_list(),
-            debugger_data_list: layout.debugger_data_list(),
-            kdbg: layout.kdbg(),
-            break_pc: layout.break_pc(),
+            ps_loaded_module_list: anchors.ps_loaded_module_list,
+            debugger_data_list: anchors.debugger_data_list,
+            kdbg: anchors.kdbg,
+            break_pc: anchors.break_pc,
             build: self.build,
             cpus,
             msrs: self.msrs,
@@ -218,7 +256,7 @@ impl MachineBuilder {
         }
     }
 
-    fn make_cpu(&self, layout: &KernelLayout, index: u16) -> Cpu {
+    fn make_cpu(&self, layout: &KernelLayout, index: u16, break_pc: u64) -> Cpu {
         let mut special = vec![0; kspecial::SIZE_WIN11];
         put_u64(&mut special, kspecial::CR0, 0x8005_0033);
         put_u64(&mut special, kspecial::CR3, self.cr3);
@@ -241,7 +279,7 @@ impl MachineBuilder {
         put_u64(&mut ctx, context::DR7, DEFAULT_DR7);
         put_u64(&mut ctx, context::RCX, DBG_STATUS_CONTROL_C);
         put_u64(&mut ctx, context::RSP, layout.stack_top(index));
-        put_u64(&mut ctx, context::RIP, layout.break_pc());
+        put_u64(&mut ctx, context::RIP, break_pc);
         Cpu {
             kpcr: layout.kpcr(index),
             kprcb: layout.kprcb(index),
@@ -250,6 +288,14 @@ impl MachineBuilder {
             context: ctx,
         }
     }
+}
+
+/// The addresses GetVersion and the stop loop report, wherever the kernel came from.
+struct Anchors {
+    ps_loaded_module_list: u64,
+    debugger_data_list: u64,
+    kdbg: u64,
+    break_pc: u64,
 }
 
 pub(crate) fn read_u64(bytes: &[u8], offset: usize) -> u64 {
