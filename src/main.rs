@@ -37,10 +37,10 @@ enum Command {
 }
 
 #[derive(clap::Args)]
-#[command(group(clap::ArgGroup::new("transport").required(true).multiple(true).args(["kdnet", "pipe", "tcp"])))]
+#[command(group(clap::ArgGroup::new("transport").required(true).multiple(true).args(["kdnet", "pipe", "tcp", "pty"])))]
 struct SimArgs {
     /// KDNET: poke the debugger host at HOST:PORT (the target's `hostip:port`).
-    #[arg(long, value_name = "HOST:PORT", conflicts_with_all = ["pipe", "tcp"])]
+    #[arg(long, value_name = "HOST:PORT", conflicts_with_all = ["pipe", "tcp", "pty"])]
     kdnet: Option<SocketAddr>,
     /// KDNET: the key, as `bcdedit /dbgsettings net ... key:K` shows it.
     #[arg(
@@ -65,6 +65,10 @@ struct SimArgs {
     /// KDCOM: listen on this TCP address.
     #[arg(long, value_name = "ADDR:PORT")]
     tcp: Option<SocketAddr>,
+    /// KDCOM: serve a pseudo-terminal, with a symbolic link to it at PATH (open PATH as a
+    /// serial port: `com:port=PATH,baud=115200`).
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["kdnet", "pipe", "tcp"])]
+    pty: Option<PathBuf>,
     /// Keep this JSON file current with the state ("running"/"stopped") and counters.
     #[arg(long, value_name = "FILE")]
     state_file: Option<PathBuf>,
@@ -155,6 +159,7 @@ fn run_sim(args: SimArgs) -> Result<ExitCode> {
         None => Transport::Kdcom(KdcomConfig {
             unix: args.pipe,
             tcp: args.tcp,
+            pty: args.pty,
             faults: args.faults,
         }),
     };

@@ -25,6 +25,9 @@ pub struct KdcomConfig {
     /// A Unix stream socket path (a stale socket file there is replaced).
     pub unix: Option<PathBuf>,
     pub tcp: Option<SocketAddr>,
+    /// Serve a pseudo-terminal instead, with a symbolic link to its device at this path, so a
+    /// host opens it as a serial port.
+    pub pty: Option<PathBuf>,
     /// Loss, duplication, corruption, latency, line rate, reboot and stall to inject.
     pub faults: FaultSpec,
 }
@@ -93,6 +96,9 @@ pub async fn run(
     reporter: &mut Reporter,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<SimStats> {
+    if let Some(link) = &config.pty {
+        return run_pty(link, &config, machine, reporter, shutdown).await;
+    }
     let unix = match &config.unix {
         Some(path) => {
             remove_stale_socket(path)?;
@@ -130,6 +136,29 @@ pub async fn run(
         let _ = std::fs::remove_file(path);
     }
     result?;
+    let stats = core.stats();
+    reporter.publish(stats.clone())?;
+    Ok(stats)
+}
+
+/// Serves one pseudo-terminal for the whole run: like a UART, it is there whether or not a host
+/// has it open, so a host may come and go.
+async fn run_pty(
+    link: &std::path::Path,
+    config: &KdcomConfig,
+    machine: Machine,
+    reporter: &mut Reporter,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<SimStats> {
+    let pty = super::pty::Pty::open(Some(link))?;
+    tracing::info!("sim kdcom: serial device {}", pty.path.display());
+    let master = tokio::fs::File::from_std(pty.master.try_clone()?);
+    let mut line = Line::new(config.faults.clone(), machine.clone());
+    let mut core = TargetCore::new(machine, TargetConfig::kdcom());
+    core.stats_mut().connections += 1;
+    tokio::pin!(shutdown);
+    serve(master, &mut core, &mut line, reporter, shutdown.as_mut()).await?;
+    drop(pty);
     let stats = core.stats();
     reporter.publish(stats.clone())?;
     Ok(stats)

@@ -16,6 +16,7 @@ pub mod kdnet;
 pub mod kernel;
 pub mod machine;
 pub mod memory;
+pub mod pty;
 pub mod report;
 pub mod requests;
 pub mod scenario;
