@@ -72,6 +72,12 @@ struct SimArgs {
     /// Keep this JSON file current with the state ("running"/"stopped") and counters.
     #[arg(long, value_name = "FILE")]
     state_file: Option<PathBuf>,
+    /// KDNET: the link MTU; no datagram is larger, so bigger reads come back short.
+    #[arg(long, default_value_t = sim::kdnet::DEFAULT_MTU, value_name = "BYTES")]
+    mtu: usize,
+    /// KDCOM: largest KD packet payload (default and maximum 4000).
+    #[arg(long, value_name = "BYTES")]
+    max_packet: Option<usize>,
     /// Serve this scenario: a built-in name (win7-myfault, win10-myfault, win11-myfault) or a
     /// scenario TOML file. Default: a tiny built-in kernel without verifier data.
     #[arg(long, value_name = "NAME|FILE")]
@@ -154,6 +160,12 @@ fn run_sim(args: SimArgs) -> Result<ExitCode> {
             config.poke_interval = Duration::from_secs_f64(args.poke_interval);
             config.bind = args.bind;
             config.faults = args.faults;
+            anyhow::ensure!(
+                args.mtu >= 576,
+                "--mtu {} is below the 576 bytes every IPv4 host must accept",
+                args.mtu
+            );
+            config.mtu = args.mtu;
             Transport::Kdnet(config)
         }
         None => Transport::Kdcom(KdcomConfig {
@@ -161,6 +173,7 @@ fn run_sim(args: SimArgs) -> Result<ExitCode> {
             tcp: args.tcp,
             pty: args.pty,
             faults: args.faults,
+            max_packet: args.max_packet,
         }),
     };
     let machine = match &args.scenario {

@@ -328,3 +328,70 @@ async fn kdnet_wrong_key_host_is_rejected() {
     assert_eq!(stats.handshakes, 0);
     assert!(stats.pokes >= 4);
 }
+
+#[tokio::test]
+async fn kdnet_a_restarted_host_handshakes_again_and_finds_the_target_still_stopped() {
+    let mut first = Host::bind(key("1.2.3.4")).await;
+    let addr = first.addr();
+    let mut sim = RunningSim::start(addr, key("1.2.3.4"), None);
+    first.handshake().await;
+    first.recv_data().await; // the ping
+    first.send_body(&DataBody::BreakIn).await;
+    assert!(matches!(
+        first.next_message().await,
+        Message::StateChange(_)
+    ));
+    sim.wait_for(|s| s.state == SimState::Stopped).await;
+    drop(first); // the debugger dies with the target stopped
+
+    // A new debugger process on the same port answers the next poke (kdnet.md §3.4 step 5).
+    let mut second = Host {
+        socket: UdpSocket::bind(addr).await.unwrap(),
+        endpoint: Endpoint::host(key("1.2.3.4")),
+        target: None,
+        link: Link::new(LinkConfig::host(Dialect::Kdnet, Framing::Datagram)),
+    };
+    let poke = loop {
+        let (wire, from) = second.recv_raw().await;
+        if let Ok(Opened::Control {
+            datagram,
+            message: ControlMessage::Poke(poke),
+        }) = second.endpoint.open(&wire)
+        {
+            let response = second.endpoint.accept_poke(&datagram, [0x24; 32]).unwrap();
+            second.socket.send_to(&response, from).await.unwrap();
+            second.target = Some(from);
+            break poke;
+        }
+    };
+    assert!(
+        poke.has_debugger(),
+        "the old session is still named in the poke"
+    );
+    sim.wait_for(|s| s.handshakes == 2).await;
+    assert!(matches!(second.recv_data().await, DataBody::Ping { .. }));
+
+    // RESET makes the stopped target send its state change again (kd.md §2.6).
+    second.link.send_reset(Instant::now());
+    let Message::StateChange(change) = second.next_message().await else {
+        panic!("expected the pending state change again");
+    };
+    assert_eq!(change.exception_info().unwrap().code, STATUS_BREAKPOINT);
+    let reply = second.request(Manipulate::get_version()).await;
+    assert_eq!(reply.version().unwrap().machine_type, 0x8664);
+    second
+        .link
+        .send(
+            PacketType::StateManipulate,
+            Message::from(Manipulate::continue2(0x10002, 0x400)).encode(),
+            Instant::now(),
+        )
+        .unwrap();
+    second.until_idle().await;
+    let stats = sim
+        .wait_for(|s| s.state == SimState::Running && s.continues == 1)
+        .await;
+    assert_eq!(stats.break_ins, 1);
+    assert!(stats.state_change_resends >= 1);
+    sim.finish().await;
+}

@@ -30,6 +30,8 @@ pub struct KdcomConfig {
     pub pty: Option<PathBuf>,
     /// Loss, duplication, corruption, latency, line rate, reboot and stall to inject.
     pub faults: FaultSpec,
+    /// Largest KD payload accepted or sent; `None`: PACKET_MAX_SIZE, 4000 (kd.md §1.1).
+    pub max_packet: Option<usize>,
 }
 
 /// The faulty line and the scheduled reboot/stall, shared by every client of one run.
@@ -122,7 +124,7 @@ pub async fn run(
         }
     };
     let mut line = Line::new(config.faults.clone(), machine.clone());
-    let mut core = TargetCore::new(machine, TargetConfig::kdcom());
+    let mut core = TargetCore::new(machine, target_config(&config));
     tokio::pin!(shutdown);
     let result = serve_clients(
         &listeners,
@@ -141,6 +143,12 @@ pub async fn run(
     Ok(stats)
 }
 
+fn target_config(config: &KdcomConfig) -> TargetConfig {
+    config
+        .max_packet
+        .map_or_else(TargetConfig::kdcom, TargetConfig::kdcom_with_max_packet)
+}
+
 /// Serves one pseudo-terminal for the whole run: like a UART, it is there whether or not a host
 /// has it open, so a host may come and go.
 async fn run_pty(
@@ -154,7 +162,7 @@ async fn run_pty(
     tracing::info!("sim kdcom: serial device {}", pty.path.display());
     let master = tokio::fs::File::from_std(pty.master.try_clone()?);
     let mut line = Line::new(config.faults.clone(), machine.clone());
-    let mut core = TargetCore::new(machine, TargetConfig::kdcom());
+    let mut core = TargetCore::new(machine, target_config(config));
     core.stats_mut().connections += 1;
     tokio::pin!(shutdown);
     serve(master, &mut core, &mut line, reporter, shutdown.as_mut()).await?;

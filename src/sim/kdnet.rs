@@ -20,6 +20,8 @@ use super::target::{TargetConfig, TargetCore};
 
 /// KDNET protocol version byte the simulator speaks (kdnet.md §1.2: 2, 4 and 5 are seen).
 pub const DEFAULT_VERSION: u8 = 6;
+/// Ethernet's MTU: a real kdnet target's datagrams fit one frame (kdnet.md §4.6).
+pub const DEFAULT_MTU: usize = 1500;
 /// Poke period of a real target (kdnet.md §3.1).
 pub const DEFAULT_POKE_INTERVAL: Duration = Duration::from_secs(3);
 
@@ -36,6 +38,9 @@ pub struct KdnetConfig {
     pub seed: u64,
     /// Loss, duplication, reordering, corruption, latency, reboot and stall to inject.
     pub faults: FaultSpec,
+    /// The link's MTU: no datagram the target sends is larger, so bigger reads come back short
+    /// (default 1500, Ethernet).
+    pub mtu: usize,
 }
 
 impl KdnetConfig {
@@ -48,6 +53,7 @@ impl KdnetConfig {
             poke_interval: DEFAULT_POKE_INTERVAL,
             seed: 0x6b64_6c65_616b_0001,
             faults: FaultSpec::default(),
+            mtu: DEFAULT_MTU,
         }
     }
 }
@@ -127,7 +133,7 @@ pub async fn run(
     let stall_at = config.faults.stall_after.map(|after| started + after);
     tracing::info!("sim kdnet: {local} poking {}", config.host);
 
-    let mut core = TargetCore::new(machine, TargetConfig::kdnet());
+    let mut core = TargetCore::new(machine, TargetConfig::kdnet_with_mtu(config.mtu));
     let mut endpoint = Endpoint::target(config.key.clone(), config.version);
     let mut poker = Poker::new(config.seed);
     let mut debugger: Option<SocketAddr> = None;

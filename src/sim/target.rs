@@ -25,9 +25,16 @@ pub const KDCOM_MAX_READ: usize = MAX_MANIPULATE_DATA;
 /// Most memory bytes one reply carries so that the sealed KDNET datagram fits
 /// [`KDNET_MAX_DATAGRAM`] (1360 with the AES block and tag overhead).
 pub fn kdnet_max_read() -> usize {
+    kdnet_max_read_for(KDNET_MAX_DATAGRAM)
+}
+
+/// Most memory bytes one reply carries when a sealed datagram may hold `max_datagram` bytes of
+/// UDP payload (kdnet.md §4.6: a real kdnet target has its own small UDP stack and no IP
+/// fragmentation is known).
+pub fn kdnet_max_read_for(max_datagram: usize) -> usize {
     (0..=MAX_MANIPULATE_DATA)
         .rev()
-        .find(|n| sealed_len(HEADER_LEN + MANIPULATE_LEN + n) <= KDNET_MAX_DATAGRAM)
+        .find(|n| sealed_len(HEADER_LEN + MANIPULATE_LEN + n) <= max_datagram)
         .unwrap_or(0)
 }
 
@@ -54,6 +61,22 @@ impl TargetConfig {
             link: LinkConfig::target(Dialect::Kdnet, Framing::Datagram),
             max_read: kdnet_max_read(),
         }
+    }
+
+    /// KDNET with a different MTU (IP packet size), to explore hosts' chunking.
+    pub fn kdnet_with_mtu(mtu: usize) -> Self {
+        Self {
+            max_read: kdnet_max_read_for(mtu.saturating_sub(20 + 8)),
+            ..Self::kdnet()
+        }
+    }
+
+    /// KDCOM with a packet limit below PACKET_MAX_SIZE (4000), as some targets use.
+    pub fn kdcom_with_max_packet(max_packet: usize) -> Self {
+        let mut config = Self::kdcom();
+        config.link.max_payload = max_packet.min(config.link.max_payload);
+        config.max_read = config.link.max_payload.saturating_sub(MANIPULATE_LEN);
+        config
     }
 }
 
@@ -308,12 +331,13 @@ mod tests {
 
     impl Pair {
         fn new() -> Self {
+            Self::with(TargetConfig::kdcom())
+        }
+
+        fn with(config: TargetConfig) -> Self {
             Self {
                 host: Link::new(LinkConfig::host(Dialect::Kdcom, Framing::Serial)),
-                target: TargetCore::new(
-                    Machine::builder().processors(2).build(),
-                    TargetConfig::kdcom(),
-                ),
+                target: TargetCore::new(Machine::builder().processors(2).build(), config),
                 now: Instant::now(),
             }
         }
@@ -378,6 +402,37 @@ mod tests {
         assert!(sealed_len(HEADER_LEN + MANIPULATE_LEN + n) <= KDNET_MAX_DATAGRAM);
         assert!(sealed_len(HEADER_LEN + MANIPULATE_LEN + n + 16) > KDNET_MAX_DATAGRAM);
         assert_eq!(n, 1360);
+    }
+
+    #[test]
+    fn a_smaller_mtu_gives_smaller_reads() {
+        assert_eq!(TargetConfig::kdnet_with_mtu(1500).max_read, 1360);
+        let small = TargetConfig::kdnet_with_mtu(576).max_read;
+        assert!(sealed_len(HEADER_LEN + MANIPULATE_LEN + small) <= 576 - 28);
+        assert!(sealed_len(HEADER_LEN + MANIPULATE_LEN + small + 16) > 576 - 28);
+    }
+
+    #[test]
+    fn a_lower_packet_limit_shortens_reads_and_refuses_bigger_packets() {
+        let mut pair = Pair::with(TargetConfig::kdcom_with_max_packet(1000));
+        pair.host.send_break_in();
+        pair.pump();
+        let base = pair.target.machine().kern_base;
+        let got = pair.request(Manipulate::read_virtual_memory(base, 0x2000));
+        let Message::Manipulate(reply) = &got[0] else {
+            panic!("expected a reply");
+        };
+        assert_eq!(reply.data.len(), 1000 - MANIPULATE_LEN);
+        // A request bigger than the limit is answered with RESEND, never taken.
+        pair.host
+            .send(
+                PacketType::StateManipulate,
+                Message::from(Manipulate::write_virtual_memory(base, vec![0; 1200])).encode(),
+                pair.now,
+            )
+            .unwrap();
+        assert!(pair.pump().is_empty());
+        assert!(pair.target.stats().link.resends_sent >= 1);
     }
 
     #[test]
