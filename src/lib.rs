@@ -1,4 +1,17 @@
+//! kdleak: pulls Driver Verifier pool-leak data from a Windows kernel over KDNET or serial KD.
+//!
+//! * [`connect`] — WinDbg `-k` connection strings; [`transport`] — UDP, streams, serial ports.
+//! * [`session`] — the host session: attach, break in, requests, chunked reads, always resume.
+//! * [`kernel`] — KDBG, loaded modules, PE/RSDS from target memory, behind the `Memory` trait.
+//! * [`info`] — `kdleak info`; [`decode`] / [`capture`] — `kdleak decode`.
+//! * [`sim`] — the simulated Windows target.
+
 pub mod capture;
+pub mod connect;
 pub mod decode;
+pub mod info;
+pub mod kernel;
+pub mod session;
 pub mod sim;
+pub mod transport;
 pub use kdproto;

@@ -32,6 +32,8 @@ struct Cli {
 enum Command {
     /// Decode a KDNET packet capture (pcap or pcapng, optionally .gz) with the session's key.
     Decode(DecodeArgs),
+    /// Attach to a target, print its build, kernel base, KDBG and module list, then resume it.
+    Info(InfoArgs),
     /// Run a simulated Windows target (tiny built-in kernel) until Ctrl-C, for testing hosts.
     Sim(Box<SimArgs>),
 }
@@ -144,6 +146,7 @@ fn init_logging(verbose: u8) {
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Decode(args) => run_decode(args),
+        Command::Info(args) => run_info(args),
         Command::Sim(args) => run_sim(*args),
     }
 }
@@ -241,4 +244,74 @@ fn read_key(key: Option<String>, key_file: Option<PathBuf>) -> Result<Key> {
         ),
     };
     Ok(text.trim().parse::<Key>()?)
+}
+
+// ---- kdleak info (issue 4) -------------------------------------------------------------------
+
+#[derive(clap::Args)]
+struct InfoArgs {
+    /// Connection, in WinDbg -k syntax: net:port=P,key=K | com:port=/dev/ttyS0,baud=115200 |
+    /// com:pipe,port=/path/to/socket[,reconnect] | com:tcp,port=HOST:PORT | sim[:SCENARIO].
+    conn: String,
+    /// The KDNET key, when the connection string has no key= (keeps it out of the process list).
+    #[arg(
+        long,
+        env = "KDLEAK_KEY",
+        hide_env_values = true,
+        conflicts_with = "key_file"
+    )]
+    key: Option<String>,
+    /// Read the KDNET key from this file.
+    #[arg(long)]
+    key_file: Option<PathBuf>,
+    /// Local address to bind the KDNET UDP port on (default: all interfaces).
+    #[arg(long, value_name = "ADDR")]
+    bind: Option<std::net::IpAddr>,
+    /// Seconds to wait for the target to connect and stop.
+    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+    connect_timeout: f64,
+    /// Seconds the work while stopped may take; the target is resumed when it runs out.
+    #[arg(long, value_name = "SECS")]
+    timeout: Option<f64>,
+    /// Largest memory read per request in bytes (default 1024 over KDNET, 2048 over serial).
+    #[arg(long, value_name = "BYTES")]
+    chunk: Option<usize>,
+    /// Leave the target stopped afterwards (the only way kdleak leaves it stopped).
+    #[arg(long)]
+    stay_broken: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+}
+
+fn run_info(args: InfoArgs) -> Result<ExitCode> {
+    let key = match (args.key, args.key_file) {
+        (None, None) => None,
+        (key, key_file) => Some(read_key(key, key_file)?),
+    };
+    let spec = kdleak::connect::parse(&args.conn, key)?;
+    let seconds = |s: f64| Duration::from_secs_f64(s.max(0.0));
+    let mut options = kdleak::info::InfoOptions::default();
+    if let Some(bind) = args.bind {
+        options.open.bind = bind;
+    }
+    options.open.connect_timeout = seconds(args.connect_timeout);
+    options.session.connect_timeout = seconds(args.connect_timeout);
+    options.session.overall_timeout = args.timeout.map(seconds);
+    options.session.read_chunk = args.chunk;
+    options.session.stay_broken = args.stay_broken;
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    match runtime.block_on(kdleak::info::run(&spec, &options)) {
+        Ok(info) => {
+            match args.format {
+                Format::Text => print!("{}", info.render_text()),
+                Format::Json => println!("{}", info.render_json()),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(error) => {
+            eprintln!("kdleak: error: {error}");
+            Ok(ExitCode::from(error.exit_code()))
+        }
+    }
 }

@@ -1,0 +1,144 @@
+//! KDDEBUGGER_DATA64 ("KDBG"), found through GetVersion.DebuggerDataList (kd.md §4.1, §4.2).
+//! Its header and field offsets are part of the debugger interface (wdbgexts.h), not private
+//! kernel layout, so they live here rather than in `version_facts`.
+
+use kdproto::api::{Version, DBGKD_VERS_FLAG_DATA, DBGKD_VERS_FLAG_PTR64};
+
+use super::{le_u32, le_u64, read_exact, read_u64, KernelError, Memory, Result};
+
+/// `KDBG` as a little-endian u32.
+pub const KDBG_TAG: u32 = 0x4742_444B;
+/// DBGKD_DEBUG_DATA_HEADER64: List (0x10), OwnerTag @0x10, Size @0x14.
+pub const HEADER_LEN: usize = 0x18;
+const OWNER_TAG: usize = 0x10;
+const SIZE: usize = 0x14;
+const KERN_BASE: usize = 0x18;
+const BREAKPOINT_WITH_STATUS: usize = 0x20;
+const PS_LOADED_MODULE_LIST: usize = 0x48;
+/// Largest Size accepted (the RS5 layout is 0x380).
+const MAX_SIZE: u32 = 0x1000;
+/// Blocks looked at on the debugger data list before giving up.
+const MAX_BLOCKS: usize = 16;
+
+/// The parts of KDBG the host uses now; `raw` keeps the whole block for later layers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Kdbg {
+    /// Address of the block (its LIST_ENTRY64).
+    pub address: u64,
+    pub size: u32,
+    pub kern_base: u64,
+    pub breakpoint_with_status: u64,
+    pub ps_loaded_module_list: u64,
+    pub raw: Vec<u8>,
+}
+
+impl Kdbg {
+    /// A u64 field at `offset`, if the block's Size covers it (kd.md §8 item 14).
+    pub fn field_u64(&self, offset: usize) -> Option<u64> {
+        (offset + 8 <= self.raw.len()).then(|| le_u64(&self.raw, offset))
+    }
+}
+
+/// Follows DebuggerDataList to the block tagged `KDBG`.
+pub async fn find_kdbg<M: Memory>(mem: &mut M, version: &Version) -> Result<Kdbg> {
+    if version.flags & DBGKD_VERS_FLAG_PTR64 == 0 {
+        return Err(KernelError::Invalid(
+            "the target is 32-bit (GetVersion Flags.PTR64 clear); only x64 targets are supported"
+                .into(),
+        ));
+    }
+    let head = version.debugger_data_list;
+    if version.flags & DBGKD_VERS_FLAG_DATA == 0 || head == 0 {
+        return Err(KernelError::Invalid(
+            "the target reports no debugger data list (GetVersion Flags.DATA clear)".into(),
+        ));
+    }
+    let mut entry = read_u64(mem, head, "KdpDebuggerDataListHead").await?;
+    for _ in 0..MAX_BLOCKS {
+        if entry == head || entry == 0 {
+            break;
+        }
+        let header = read_exact(mem, entry, HEADER_LEN, "debugger data header").await?;
+        let tag = le_u32(&header, OWNER_TAG);
+        let size = le_u32(&header, SIZE);
+        if tag == KDBG_TAG {
+            if !(HEADER_LEN as u32 + 0x38..=MAX_SIZE).contains(&size) {
+                return Err(KernelError::Invalid(format!(
+                    "KDBG at {entry:#x} has an implausible Size {size:#x}"
+                )));
+            }
+            let raw = read_exact(mem, entry, size as usize, "KDBG").await?;
+            return Ok(Kdbg {
+                address: entry,
+                size,
+                kern_base: le_u64(&raw, KERN_BASE),
+                breakpoint_with_status: le_u64(&raw, BREAKPOINT_WITH_STATUS),
+                ps_loaded_module_list: le_u64(&raw, PS_LOADED_MODULE_LIST),
+                raw,
+            });
+        }
+        entry = le_u64(&header, 0);
+    }
+    Err(KernelError::Invalid(format!(
+        "no block tagged KDBG on the debugger data list at {head:#x}"
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernel::fake::FakeMemory;
+
+    pub fn kdbg_block(at: u64, head: u64) -> Vec<u8> {
+        let mut b = vec![0u8; 0x380];
+        b[0..8].copy_from_slice(&head.to_le_bytes());
+        b[8..16].copy_from_slice(&head.to_le_bytes());
+        b[0x10..0x14].copy_from_slice(&KDBG_TAG.to_le_bytes());
+        b[0x14..0x18].copy_from_slice(&0x380u32.to_le_bytes());
+        b[0x18..0x20].copy_from_slice(&0xfffff800_00000000u64.to_le_bytes());
+        b[0x20..0x28].copy_from_slice(&(at + 0x9999).to_le_bytes());
+        b[0x48..0x50].copy_from_slice(&0xfffff800_00123000u64.to_le_bytes());
+        b
+    }
+
+    fn version(head: u64, flags: u16) -> Version {
+        Version {
+            flags,
+            debugger_data_list: head,
+            ..Version::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn finds_the_block() {
+        let (head, at) = (0xfffff800_00200000u64, 0xfffff800_00300000u64);
+        let mut mem = FakeMemory::default();
+        mem.map(head, [at.to_le_bytes(), at.to_le_bytes()].concat());
+        mem.map(at, kdbg_block(at, head));
+        let kdbg = find_kdbg(&mut mem, &version(head, 7)).await.unwrap();
+        assert_eq!(kdbg.address, at);
+        assert_eq!(kdbg.size, 0x380);
+        assert_eq!(kdbg.kern_base, 0xfffff800_00000000);
+        assert_eq!(kdbg.ps_loaded_module_list, 0xfffff800_00123000);
+        assert_eq!(kdbg.field_u64(0x360), Some(0));
+        assert_eq!(kdbg.field_u64(0x380), None);
+    }
+
+    #[tokio::test]
+    async fn explains_missing_data() {
+        let mut mem = FakeMemory::default();
+        let err = find_kdbg(&mut mem, &version(0x1000, 5)).await.unwrap_err();
+        assert!(err.to_string().contains("Flags.DATA"), "{err}");
+        let err = find_kdbg(&mut mem, &version(0x1000, 3)).await.unwrap_err();
+        assert!(err.to_string().contains("32-bit"), "{err}");
+        let err = find_kdbg(&mut mem, &version(0x1000, 7)).await.unwrap_err();
+        assert!(err.to_string().contains("KdpDebuggerDataListHead"), "{err}");
+        // An empty list.
+        mem.map(
+            0x1000,
+            [0x1000u64.to_le_bytes(), 0x1000u64.to_le_bytes()].concat(),
+        );
+        let err = find_kdbg(&mut mem, &version(0x1000, 7)).await.unwrap_err();
+        assert!(err.to_string().contains("no block tagged KDBG"), "{err}");
+    }
+}

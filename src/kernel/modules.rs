@@ -1,0 +1,214 @@
+//! Walking PsLoadedModuleList (kd.md §4.3): name, base and size from each KLDR entry, bounded and
+//! cycle-checked because the target may be stopped mid-update.
+
+use std::collections::HashSet;
+
+use super::pe::{read_pdb_info, PdbInfo};
+use super::version_facts as facts;
+use super::{le_u16, le_u32, le_u64, read_exact, read_u64, KernelError, Memory, Result};
+
+/// Most entries followed (kd.md §4.3).
+pub const MAX_MODULES: usize = 4096;
+/// Longest module name read, in bytes of UTF-16.
+const MAX_NAME_BYTES: usize = 1024;
+
+/// One loaded module.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Module {
+    /// BaseDllName, e.g. `ntoskrnl.exe`.
+    pub name: String,
+    /// FullDllName, e.g. `\SystemRoot\system32\ntoskrnl.exe`.
+    pub full_name: String,
+    #[serde(serialize_with = "super::serde_hex::u64")]
+    pub base: u64,
+    pub size: u32,
+    /// Address of the KLDR_DATA_TABLE_ENTRY.
+    #[serde(serialize_with = "super::serde_hex::u64")]
+    pub entry: u64,
+    pub pdb: Option<PdbInfo>,
+    /// Why `pdb` is missing, when it is not simply absent from the image.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pdb_error: Option<String>,
+}
+
+impl Module {
+    pub fn end(&self) -> u64 {
+        self.base.wrapping_add(u64::from(self.size))
+    }
+}
+
+/// The walk's result; `problem` says why it stopped early, if it did.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ModuleList {
+    pub modules: Vec<Module>,
+    pub complete: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+}
+
+async fn read_unicode_string<M: Memory>(mem: &mut M, entry: &[u8], at: usize) -> Result<String> {
+    let len = (le_u16(entry, at) as usize).min(MAX_NAME_BYTES) & !1;
+    let buffer = le_u64(entry, at + facts::UNICODE_STRING_BUFFER);
+    if len == 0 || buffer == 0 {
+        return Ok(String::new());
+    }
+    let bytes = read_exact(mem, buffer, len, "module name").await?;
+    let units: Vec<u16> = bytes
+        .chunks_exact(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        .collect();
+    Ok(String::from_utf16_lossy(&units))
+}
+
+/// Walks the list whose head is at `head`, reading each module's PDB identity as well.
+pub async fn walk_modules<M: Memory>(mem: &mut M, head: u64) -> Result<ModuleList> {
+    let mut modules = Vec::new();
+    let mut seen = HashSet::new();
+    let mut problem = None;
+    let mut entry = read_u64(mem, head, "PsLoadedModuleList").await?;
+    loop {
+        if entry == head {
+            break;
+        }
+        if modules.len() >= MAX_MODULES {
+            problem = Some(format!("stopped after {MAX_MODULES} modules"));
+            break;
+        }
+        if entry == 0 || !seen.insert(entry) {
+            problem = Some(format!(
+                "the list loops or breaks at {entry:#x} (the target may be stopped mid-update)"
+            ));
+            break;
+        }
+        let raw = match read_exact(mem, entry, facts::KLDR_READ_LEN, "module entry").await {
+            Ok(raw) => raw,
+            Err(KernelError::Unreadable { address, .. }) => {
+                problem = Some(format!(
+                    "module entry at {entry:#x} unreadable at {address:#x}"
+                ));
+                break;
+            }
+            Err(e) => return Err(e),
+        };
+        let base = le_u64(&raw, facts::KLDR_DLL_BASE);
+        let size = le_u32(&raw, facts::KLDR_SIZE_OF_IMAGE);
+        let name = name_or_note(read_unicode_string(mem, &raw, facts::KLDR_BASE_DLL_NAME).await)?;
+        let full_name =
+            name_or_note(read_unicode_string(mem, &raw, facts::KLDR_FULL_DLL_NAME).await)?;
+        let (pdb, pdb_error) = match read_pdb_info(mem, base, size).await {
+            Ok(pdb) => (pdb, None),
+            Err(KernelError::Session(e)) => return Err(e.into()),
+            Err(e) => (None, Some(e.to_string())),
+        };
+        modules.push(Module {
+            name,
+            full_name,
+            base,
+            size,
+            entry,
+            pdb,
+            pdb_error,
+        });
+        entry = le_u64(&raw, facts::KLDR_FLINK);
+    }
+    Ok(ModuleList {
+        complete: problem.is_none(),
+        modules,
+        problem,
+    })
+}
+
+/// An unreadable name becomes a placeholder; transport errors still fail the walk.
+fn name_or_note(result: Result<String>) -> Result<String> {
+    match result {
+        Ok(name) => Ok(name),
+        Err(KernelError::Unreadable { address, .. }) => {
+            Ok(format!("<name unreadable at {address:#x}>"))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernel::fake::FakeMemory;
+    use crate::kernel::pe::synthetic_image;
+
+    const HEAD: u64 = 0xfffff800_00100000;
+
+    fn utf16(s: &str) -> Vec<u8> {
+        s.encode_utf16().flat_map(u16::to_le_bytes).collect()
+    }
+
+    fn entry(next: u64, base: u64, size: u32, name_at: u64, name: &str) -> Vec<u8> {
+        let mut e = vec![0u8; facts::KLDR_READ_LEN];
+        e[0..8].copy_from_slice(&next.to_le_bytes());
+        e[facts::KLDR_DLL_BASE..][..8].copy_from_slice(&base.to_le_bytes());
+        e[facts::KLDR_SIZE_OF_IMAGE..][..4].copy_from_slice(&size.to_le_bytes());
+        let len = (name.len() * 2) as u16;
+        for at in [facts::KLDR_BASE_DLL_NAME, facts::KLDR_FULL_DLL_NAME] {
+            e[at..at + 2].copy_from_slice(&len.to_le_bytes());
+            e[at + 2..at + 4].copy_from_slice(&len.to_le_bytes());
+            e[at + 8..at + 16].copy_from_slice(&name_at.to_le_bytes());
+        }
+        e
+    }
+
+    /// A list of `names` at 0x...200000 + i * 0x1000, images at 0x...400000 + i * 0x10000.
+    fn fixture(names: &[&str], last_next: Option<u64>) -> FakeMemory {
+        let mut mem = FakeMemory::default();
+        let at = |i: usize| 0xfffff800_00200000 + i as u64 * 0x1000;
+        mem.map(
+            HEAD,
+            [at(0).to_le_bytes(), at(names.len() - 1).to_le_bytes()].concat(),
+        );
+        for (i, name) in names.iter().enumerate() {
+            let next = if i + 1 == names.len() {
+                last_next.unwrap_or(HEAD)
+            } else {
+                at(i + 1)
+            };
+            let base = 0xfffff800_00400000 + i as u64 * 0x10000;
+            mem.map(at(i), entry(next, base, 0x400, at(i) + 0x800, name));
+            mem.map(at(i) + 0x800, utf16(name));
+            mem.map(
+                base,
+                synthetic_image([i as u8; 16], i as u32 + 1, &format!("C:\\x\\{name}.pdb")),
+            );
+        }
+        mem
+    }
+
+    #[tokio::test]
+    async fn walks_names_bases_and_pdbs() {
+        let mut mem = fixture(&["ntoskrnl.exe", "hal.dll", "kd.dll"], None);
+        let list = walk_modules(&mut mem, HEAD).await.unwrap();
+        assert!(list.complete, "{:?}", list.problem);
+        let names: Vec<_> = list.modules.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, ["ntoskrnl.exe", "hal.dll", "kd.dll"]);
+        assert_eq!(list.modules[1].base, 0xfffff800_00410000);
+        assert_eq!(list.modules[1].end(), 0xfffff800_00410400);
+        let pdb = list.modules[2].pdb.as_ref().unwrap();
+        assert_eq!(pdb.file_name(), "kd.dll.pdb");
+        assert_eq!(pdb.age, 3);
+    }
+
+    #[tokio::test]
+    async fn a_cycle_stops_the_walk() {
+        let first = 0xfffff800_00200000;
+        let mut mem = fixture(&["a.sys", "b.sys"], Some(first));
+        let list = walk_modules(&mut mem, HEAD).await.unwrap();
+        assert!(!list.complete);
+        assert_eq!(list.modules.len(), 2);
+        assert!(list.problem.unwrap().contains("loops"));
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_entry_ends_the_walk_with_a_note() {
+        let mut mem = fixture(&["a.sys"], Some(0xfffff800_dead0000));
+        let list = walk_modules(&mut mem, HEAD).await.unwrap();
+        assert_eq!(list.modules.len(), 1);
+        assert!(list.problem.unwrap().contains("unreadable"));
+    }
+}

@@ -1,0 +1,85 @@
+//! Host session failures. Each message says what happened and what to check; each maps to an
+//! exit code (peers.md §5: sysexits-style).
+
+use std::time::Duration;
+
+use kdproto::api::ApiNumber;
+
+use crate::transport::TransportError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// Break-in got no state change.
+    #[error("{0}")]
+    AttachTimeout(String),
+    /// A request got no reply in time.
+    #[error("{api} got no reply in {:.1} s{detail}: the target may have stopped listening (rebooted, resumed by another debugger, or the link is lossy)", timeout.as_secs_f64())]
+    RequestTimeout {
+        api: ApiNumber,
+        timeout: Duration,
+        detail: String,
+    },
+    /// The link gave up resending a packet.
+    #[error(
+        "{api} was sent {attempts} times without an acknowledgement: the target stopped answering"
+    )]
+    NotAcknowledged { api: ApiNumber, attempts: u32 },
+    /// The target broke a protocol rule we cannot work around.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// A request was made while the target runs.
+    #[error("the target is not stopped")]
+    NotStopped,
+    /// The target rebooted mid-session.
+    #[error("the target rebooted during the session")]
+    TargetRestarted,
+    /// SIGINT or SIGTERM arrived.
+    #[error("interrupted by {0}")]
+    Interrupted(&'static str),
+    /// The whole operation ran past `--timeout`.
+    #[error("the operation did not finish within {:.1} s (--timeout)", .0.as_secs_f64())]
+    OverallTimeout(Duration),
+    /// A failure status for a request that must succeed.
+    #[error("{api} failed with status {status:#010x}")]
+    Status { api: ApiNumber, status: u32 },
+    /// Something the target reported that this host cannot handle yet.
+    #[error("{0}")]
+    Unsupported(String),
+    /// The work done while stopped failed; the resume itself failed too.
+    #[error("{error}; and resuming the target failed too: {resume}")]
+    ResumeFailed {
+        error: Box<Error>,
+        resume: Box<Error>,
+    },
+}
+
+impl Error {
+    /// Process exit code for this failure: 75 temp-fail (timeouts), 77 wrong key, 76 protocol,
+    /// 69 unavailable (cannot open), 130 interrupted, 70 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::Transport(TransportError::WrongKey(_)) => 77,
+            Self::Transport(TransportError::ConnectTimeout(_))
+            | Self::AttachTimeout(_)
+            | Self::RequestTimeout { .. }
+            | Self::NotAcknowledged { .. }
+            | Self::OverallTimeout(_) => 75,
+            Self::Transport(TransportError::Open { .. } | TransportError::Unsupported(_)) => 69,
+            Self::Transport(TransportError::Io { .. } | TransportError::Closed(_)) => 74,
+            Self::Transport(TransportError::Protocol(_)) | Self::Protocol(_) => 76,
+            Self::Interrupted(_) => 130,
+            Self::ResumeFailed { error, .. } => error.exit_code(),
+            _ => 70,
+        }
+    }
+}
+
+impl From<kdproto::Error> for Error {
+    fn from(value: kdproto::Error) -> Self {
+        Self::Protocol(value.to_string())
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
