@@ -232,7 +232,7 @@ async fn errors_and_timeouts_inside_still_resume() {
             .await
             .unwrap_err();
         assert!(matches!(err, Error::OverallTimeout(_)), "{err}");
-        assert_eq!(err.exit_code(), 75);
+        assert_eq!(err.exit_code(), 3);
         assert_running(&target);
     })
     .await

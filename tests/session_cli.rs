@@ -107,7 +107,7 @@ fn sigint_mid_read_resumes_then_exits_130() {
 }
 
 #[test]
-fn wrong_key_exits_77_within_the_timeout() {
+fn wrong_key_exits_3_within_the_timeout() {
     let rt = runtime();
     let port = rt.block_on(async {
         let s = kdleak::transport::kdnet::bind("127.0.0.1:0".parse().unwrap())
@@ -138,7 +138,7 @@ fn wrong_key_exits_77_within_the_timeout() {
     let out = run_limited(cmd, Duration::from_secs(10));
     assert!(started.elapsed() < Duration::from_secs(6));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(77), "{stderr}");
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
     assert!(stderr.contains("check the key"), "{stderr}");
     assert!(
         !stderr.contains("1.2.3.4") && !stderr.contains("9.9.9.9"),

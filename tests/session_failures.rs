@@ -58,7 +58,7 @@ async fn wrong_key_says_check_the_key() {
             "{text}"
         );
         assert!(matches!(err, Error::Transport(TransportError::WrongKey(_))));
-        assert_eq!(err.exit_code(), 77);
+        assert_eq!(err.exit_code(), 3);
     })
     .await
     .expect("test timed out");
@@ -81,7 +81,7 @@ async fn no_datagrams_names_bcdedit_firewall_and_port() {
             text.contains("bcdedit /dbgsettings") && text.contains("firewall"),
             "{text}"
         );
-        assert_eq!(err.exit_code(), 75);
+        assert_eq!(err.exit_code(), 3);
     })
     .await
     .expect("test timed out");
@@ -114,7 +114,7 @@ async fn nothing_listening_on_a_pipe_is_clear() {
         let text = err.to_string();
         assert!(text.contains("cannot connect to serial pipe"), "{text}");
         assert!(text.contains("nothing at that path"), "{text}");
-        assert_eq!(err.exit_code(), 69);
+        assert_eq!(err.exit_code(), 3);
 
         // A stale socket file with no listener behind it.
         let stale = dir.path().join("stale.sock");
@@ -193,7 +193,7 @@ async fn a_kdnet_target_that_never_stops_times_out() {
             text.contains("completed the handshake but sent no state change"),
             "{text}"
         );
-        assert_eq!(err.exit_code(), 75);
+        assert_eq!(err.exit_code(), 3);
     })
     .await
     .expect("test timed out");

@@ -79,5 +79,5 @@ async fn a_missing_serial_device_is_explained() {
         text.contains("cannot open serial port /dev/ttyNOSUCH9"),
         "{text}"
     );
-    assert_eq!(err.exit_code(), 69);
+    assert_eq!(err.exit_code(), 3);
 }

@@ -1,5 +1,5 @@
 //! Host session failures. Each message says what happened and what to check; each maps to an
-//! exit code (peers.md §5: sysexits-style).
+//! exit code (README "Exit codes").
 
 use std::time::Duration;
 
@@ -56,22 +56,16 @@ pub enum Error {
 }
 
 impl Error {
-    /// Process exit code for this failure: 75 temp-fail (timeouts), 77 wrong key, 76 protocol,
-    /// 69 unavailable (cannot open), 130 interrupted, 70 otherwise.
+    /// Process exit code for this failure, in kdleak's one documented scheme (README "Exit
+    /// codes"): 3 for anything about reaching or talking to the target (cannot open, wrong key,
+    /// timeouts, a target that stops answering or breaks the protocol), 4 for target data this
+    /// host cannot use, 130 when interrupted by a signal.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Self::Transport(TransportError::WrongKey(_)) => 77,
-            Self::Transport(TransportError::ConnectTimeout(_))
-            | Self::AttachTimeout(_)
-            | Self::RequestTimeout { .. }
-            | Self::NotAcknowledged { .. }
-            | Self::OverallTimeout(_) => 75,
-            Self::Transport(TransportError::Open { .. } | TransportError::Unsupported(_)) => 69,
-            Self::Transport(TransportError::Io { .. } | TransportError::Closed(_)) => 74,
-            Self::Transport(TransportError::Protocol(_)) | Self::Protocol(_) => 76,
             Self::Interrupted(_) => 130,
             Self::ResumeFailed { error, .. } => error.exit_code(),
-            _ => 70,
+            Self::Status { .. } | Self::Unsupported(_) => 4,
+            _ => 3,
         }
     }
 }
