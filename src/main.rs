@@ -8,7 +8,6 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use kdleak::decode::{self, Decoded};
-use kdleak::sim::scenario::Scenario;
 use kdleak::sim::{
     self, faults::FaultSpec, kdcom::KdcomConfig, kdnet::KdnetConfig, Machine, Transport,
 };
@@ -80,8 +79,9 @@ struct SimArgs {
     /// KDCOM: largest KD packet payload (default and maximum 4000).
     #[arg(long, value_name = "BYTES")]
     max_packet: Option<usize>,
-    /// Serve this scenario: a built-in name (win7-myfault, win10-myfault, win11-myfault) or a
-    /// scenario TOML file. Default: a tiny built-in kernel without verifier data.
+    /// Serve this scenario: a built-in name (win7-myfault, win10-myfault, win11-myfault), a
+    /// generated one (gen:build=19041,drivers=20,allocs=5000,log=1.0,seed=1) or a scenario TOML
+    /// file. Default: a tiny built-in kernel without verifier data.
     #[arg(long, value_name = "NAME|FILE")]
     scenario: Option<String>,
     /// Inject faults, seeded: e.g. loss=0.3,dup=0.05,reorder=0.1,corrupt=0.01,latency=5ms,
@@ -181,7 +181,9 @@ fn run_sim(args: SimArgs) -> Result<ExitCode> {
     };
     let machine = match &args.scenario {
         None => Machine::default(),
-        Some(name) => scenario_machine(name)?,
+        Some(name) => {
+            Machine::for_scenario(name).with_context(|| format!("cannot load scenario {name}"))?
+        }
     };
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     let shutdown = async {
@@ -192,20 +194,6 @@ fn run_sim(args: SimArgs) -> Result<ExitCode> {
         .context("simulated target failed")?;
     eprintln!("kdleak sim: summary\n{stats}");
     Ok(ExitCode::SUCCESS)
-}
-
-/// A built-in scenario by name, or a scenario file, laid out into a machine.
-fn scenario_machine(name: &str) -> Result<Machine> {
-    let scenario = if std::path::Path::new(name).is_file() {
-        Scenario::load(name)
-    } else {
-        Scenario::builtin(name)
-    }
-    .with_context(|| format!("cannot load scenario {name}"))?;
-    let image = scenario
-        .build()
-        .with_context(|| format!("cannot lay out scenario {name}"))?;
-    Ok(Machine::builder().image(image).build())
 }
 
 fn run_decode(args: DecodeArgs) -> Result<ExitCode> {

@@ -15,7 +15,7 @@ use kdproto::api::{
 use super::breakpoints::BreakpointTable;
 use super::kernel::{self, KernelLayout};
 use super::memory::SimMemory;
-use super::scenario::MemoryImage;
+use super::scenario::{MemoryImage, Scenario, ScenarioError};
 
 /// IA32_EFER.
 pub const MSR_EFER: u32 = 0xC000_0080;
@@ -128,6 +128,14 @@ impl Machine {
             ps_loaded_module_list: self.ps_loaded_module_list,
             debugger_data_list: self.debugger_data_list,
         }
+    }
+}
+
+impl Machine {
+    /// The machine for a scenario name or file ([`Scenario::resolve`]), laid out.
+    pub fn for_scenario(name_or_path: &str) -> Result<Machine, ScenarioError> {
+        let image = Scenario::resolve(name_or_path)?.build()?;
+        Ok(Machine::builder().image(image).build())
     }
 }
 

@@ -2,7 +2,7 @@
 //! KDCOM on a private Unix socket, so the host runs over a real transport.
 
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
@@ -11,7 +11,6 @@ use tokio::task::JoinHandle;
 
 use super::{stream, Transport, TransportError};
 use crate::sim::kdcom::{self, KdcomConfig};
-use crate::sim::scenario::Scenario;
 use crate::sim::{Machine, Reporter, SimStats};
 
 /// A running in-process simulated target. Stop it with [`EmbeddedSim::shutdown`].
@@ -53,16 +52,8 @@ pub fn machine_for(scenario: Option<&str>) -> Result<Machine, TransportError> {
     let Some(name) = scenario else {
         return Ok(Machine::default());
     };
-    let scenario = if Path::new(name).is_file() {
-        Scenario::load(name)
-    } else {
-        Scenario::builtin(name)
-    }
-    .map_err(|e| TransportError::Unsupported(format!("cannot load scenario {name}: {e}")))?;
-    let image = scenario
-        .build()
-        .map_err(|e| TransportError::Unsupported(format!("cannot lay out scenario {name}: {e}")))?;
-    Ok(Machine::builder().image(image).build())
+    Machine::for_scenario(name)
+        .map_err(|e| TransportError::Unsupported(format!("cannot load scenario {name}: {e}")))
 }
 
 /// Starts the simulated target and connects to it.

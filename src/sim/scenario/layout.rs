@@ -70,7 +70,8 @@ pub struct PlacedDriver {
 #[derive(Debug, Clone)]
 pub struct LayoutReport {
     pub image: MemoryImage,
-    /// Every ISF field the layout wrote (type, path, offset, size, bits), in order.
+    /// Every distinct ISF field the layout wrote (type, path, offset, size, bits), once each, in
+    /// the order of first write.
     pub field_uses: Vec<FieldUse>,
     /// Modules in load order (kernel first), then configured-only drivers.
     pub drivers: Vec<PlacedDriver>,
@@ -157,7 +158,12 @@ impl Pool {
 struct B<'a> {
     isf: &'a Isf,
     mem: Mem,
+    /// First write of each distinct (type, path), in order.
     log: Vec<FieldUse>,
+    /// Scratch log of the current write and the (type, path) pairs already in `log`: a large
+    /// generated scenario writes millions of fields but only ~100–200 distinct ones.
+    scratch: Vec<FieldUse>,
+    logged: HashMap<String, std::collections::HashSet<String>>,
     pool: Pool,
 }
 
@@ -166,7 +172,17 @@ impl B<'_> {
     fn set(&mut self, addr: u64, ty: &str, path: &str, value: u64) -> Result<()> {
         let size = self.isf.type_size(ty)?;
         let buf = self.mem.slice_mut(addr, size)?;
-        StructWriter::with_log(self.isf, buf, &mut self.log).set(ty, path, value)?;
+        StructWriter::with_log(self.isf, buf, &mut self.scratch).set(ty, path, value)?;
+        for u in self.scratch.drain(..) {
+            let seen = self.logged.get(&u.ty).is_some_and(|p| p.contains(&u.path));
+            if !seen {
+                self.logged
+                    .entry(u.ty.clone())
+                    .or_default()
+                    .insert(u.path.clone());
+                self.log.push(u);
+            }
+        }
         Ok(())
     }
     fn set_opt(&mut self, addr: u64, ty: &str, path: &str, value: u64) -> Result<()> {
@@ -362,6 +378,8 @@ pub(super) fn build(sc: &Scenario, root: &Path) -> Result<LayoutReport> {
         isf,
         mem: Mem::default(),
         log: vec![],
+        scratch: vec![],
+        logged: Default::default(),
         pool: Pool {
             next: pool_base,
             reserved,
@@ -401,25 +419,42 @@ pub(super) fn build(sc: &Scenario, root: &Path) -> Result<LayoutReport> {
         timestamp: kts,
         driver: None,
     }];
+    // (module name, load base, image file) of every loaded driver, for `module!Symbol+off`.
+    let mut loaded_at: Vec<(String, u64, String)> = vec![];
     for (i, d) in sc.drivers.iter().enumerate() {
         if d.state != DriverState::Loaded {
             continue;
         }
         let file = d.image.clone().unwrap_or_else(|| d.name.clone());
         let mi = &manifest.images[&file];
-        let pe = map_pe(&fixture.join(&file))?;
+        let mut pe = map_pe(&fixture.join(&file))?;
         if pe.image_base != mi.image_base {
             return Err(ScenarioError::Manifest(format!(
                 "{file}: ImageBase differs from manifest"
             )));
         }
+        let base = match d.base {
+            Some(n) if n.0 & 0xFFF != 0 => {
+                return Err(ScenarioError::Invalid(format!(
+                    "driver `{}`: base {:#x} is not page-aligned",
+                    d.name, n.0
+                )))
+            }
+            Some(n) => n.0,
+            None => mi.image_base,
+        };
+        if base != mi.image_base {
+            relocate(&mut pe, base)
+                .map_err(|m| ScenarioError::Invalid(format!("{file} at {base:#x}: {m}")))?;
+        }
+        loaded_at.push((Manifest::module_name(&d.name), base, file.clone()));
         modules.push(Module {
             name: d.name.clone(),
             full: d
                 .full_name
                 .clone()
                 .unwrap_or_else(|| format!("\\SystemRoot\\system32\\drivers\\{}", d.name)),
-            base: mi.image_base,
+            base,
             size: mi.size_of_image,
             entry: pe.entry_rva,
             pdata: pe.exception_dir,
@@ -427,7 +462,7 @@ pub(super) fn build(sc: &Scenario, root: &Path) -> Result<LayoutReport> {
             timestamp: pe.timestamp,
             driver: Some(i),
         });
-        b.mem.map(mi.image_base, pe.bytes)?;
+        b.mem.map(base, pe.bytes)?;
     }
 
     let mut placed: Vec<PlacedDriver> = modules
@@ -600,8 +635,26 @@ pub(super) fn build(sc: &Scenario, root: &Path) -> Result<LayoutReport> {
         special: bool,
         churn: bool,
     }
-    let resolve_all =
-        |v: &[String]| -> Result<Vec<u64>> { v.iter().map(|f| manifest.resolve(f)).collect() };
+    // Loaded drivers first (their module name and actual base, so a fixture image loaded under
+    // another name or base resolves there), then the manifest.
+    let resolve = |text: &str| -> Result<u64> {
+        if let Some((module, rest)) = text.trim().split_once('!') {
+            if let Some((_, base, file)) = loaded_at
+                .iter()
+                .find(|(m, _, _)| m.eq_ignore_ascii_case(module))
+            {
+                let (sym, off) = rest.split_once('+').unwrap_or((rest, "0"));
+                let off = super::parse_num(off)
+                    .ok_or_else(|| ScenarioError::Invalid(format!("bad offset in `{text}`")))?;
+                let rva = manifest.images[file].symbols.get(sym).ok_or_else(|| {
+                    ScenarioError::Invalid(format!("`{text}`: no symbol `{sym}` in {file}"))
+                })?;
+                return Ok(base + rva + off);
+            }
+        }
+        manifest.resolve(text)
+    };
+    let resolve_all = |v: &[String]| -> Result<Vec<u64>> { v.iter().map(|f| resolve(f)).collect() };
     let mut reqs = vec![];
     if sc.trace.churn > 0 {
         let di = match &sc.trace.churn_driver {
@@ -652,7 +705,7 @@ pub(super) fn build(sc: &Scenario, root: &Path) -> Result<LayoutReport> {
         }
         let stack = resolve_all(&a.stack)?;
         let caller = match &a.caller {
-            Some(c) => manifest.resolve(c)?,
+            Some(c) => resolve(c)?,
             None => driver_frame(&stack, di).ok_or_else(|| {
                 ScenarioError::Invalid(format!(
                     "allocation by `{}`: no caller and no frame in the driver",
@@ -693,6 +746,18 @@ pub(super) fn build(sc: &Scenario, root: &Path) -> Result<LayoutReport> {
         let va = match r.address {
             Some(a) => a,
             None if r.churn => churn_arena + (n as u64 % 16) * 0x1000,
+            // Special pool: a page of its own, the block at the page's end (16-byte aligned)
+            // when it fits below the back-pointer slot at +0x10, else at the page start.
+            None if r.special => {
+                let pages = (charged + 0x20).div_ceil(PAGE);
+                let page = b.pool.alloc(pages * PAGE, PAGE);
+                let end_aligned = (charged + 15) & !15;
+                if end_aligned + 0x20 <= PAGE {
+                    page + PAGE - end_aligned
+                } else {
+                    page
+                }
+            }
             None => {
                 let align = if charged >= PAGE { PAGE } else { 16 };
                 let a = b.pool.alloc(charged, align);
@@ -1055,6 +1120,12 @@ pub(super) fn build(sc: &Scenario, root: &Path) -> Result<LayoutReport> {
             }
         }
     }
+    // Loaded drivers under their own module name at their actual base.
+    for (m, base, file) in &loaded_at {
+        for (s, rva) in &manifest.images[file].symbols {
+            symbols.insert(format!("{m}!{s}"), base + rva);
+        }
+    }
     symbols.insert("sim!VfPoolTracesArray".into(), ring);
     symbols.insert("sim!ViTargetDriversAvlTables".into(), tables);
     symbols.insert("sim!DefaultThread".into(), thread_default);
@@ -1141,4 +1212,51 @@ fn build_avl(b: &mut B, nodes: &[u64], parent: u64) -> Result<(u64, u64)> {
     let bal = (rh as i64 - lh as i64) as i8;
     b.set(n, lt, "Balance", bal as u8 as u64)?;
     Ok((n, 1 + lh.max(rh)))
+}
+
+/// Rebases a mapped PE32+ image to `new_base`: applies its base relocations (DIR64 only) and
+/// updates `OptionalHeader.ImageBase`, as the loader does.
+fn relocate(pe: &mut super::pe::MappedPe, new_base: u64) -> std::result::Result<(), String> {
+    let b = &mut pe.bytes;
+    let rd32 = |b: &[u8], o: usize| -> std::result::Result<u32, String> {
+        b.get(o..o + 4)
+            .map(|s| u32::from_le_bytes(s.try_into().unwrap()))
+            .ok_or_else(|| format!("read past image at {o:#x}"))
+    };
+    let opt = rd32(b, 0x3c)? as usize + 24;
+    let delta = new_base.wrapping_sub(pe.image_base);
+    let (rva, size) = (
+        rd32(b, opt + 112 + 5 * 8)? as usize,
+        rd32(b, opt + 112 + 5 * 8 + 4)? as usize,
+    );
+    let mut blk = rva;
+    while size != 0 && blk + 8 <= rva + size {
+        let page = rd32(b, blk)? as usize;
+        let len = rd32(b, blk + 4)? as usize;
+        if len < 8 {
+            return Err(format!("bad relocation block at {blk:#x}"));
+        }
+        for k in (blk + 8..blk + len).step_by(2) {
+            let e = u16::from_le_bytes(
+                b.get(k..k + 2)
+                    .ok_or("short relocation")?
+                    .try_into()
+                    .unwrap(),
+            );
+            match e >> 12 {
+                0 => {}
+                10 => {
+                    let at = page + (e & 0xFFF) as usize;
+                    let v = b.get_mut(at..at + 8).ok_or("relocation past image")?;
+                    let x = u64::from_le_bytes((&*v).try_into().unwrap()).wrapping_add(delta);
+                    v.copy_from_slice(&x.to_le_bytes());
+                }
+                t => return Err(format!("relocation type {t}")),
+            }
+        }
+        blk += len;
+    }
+    b[opt + 24..opt + 32].copy_from_slice(&new_base.to_le_bytes());
+    pe.image_base = new_base;
+    Ok(())
 }

@@ -5,6 +5,7 @@
 //! The layout never uses the host's PDB-reading code: every offset comes from the ISF
 //! ([`super::isf`]), so the host (which reads the generated PDBs) and the simulator check each other.
 
+mod generate;
 pub mod image;
 mod layout;
 mod pe;
@@ -13,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use generate::GenerateSpec;
 pub use image::MemoryImage;
 pub use layout::{charged_size, LayoutReport};
 pub use pe::{Manifest, ManifestImage};
@@ -230,6 +232,12 @@ pub struct DriverSpec {
     /// FullDllName in the module list (default `\SystemRoot\system32\drivers\<name>`).
     #[serde(default)]
     pub full_name: Option<String>,
+    /// Load address (page-aligned); default the image's manifest ImageBase. A different base
+    /// relocates the image (DIR64 fixups, `ImageBase` in the mapped header updated), so one fixture
+    /// image can be loaded several times under different names (`name = "drv003.sys"`,
+    /// `image = "leaky.sys"`); `drv003!LeakyAllocate+0x32` then resolves at the new base.
+    #[serde(default)]
+    pub base: Option<Num>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -308,6 +316,16 @@ impl Scenario {
         Self::from_toml(&text)
     }
 
+    /// What `--scenario` and `sim:SCENARIO` accept: a scenario file if one exists at that path,
+    /// otherwise a built-in or generated name ([`Scenario::from_name`]).
+    pub fn resolve(name_or_path: &str) -> Result<Scenario> {
+        if Path::new(name_or_path).is_file() {
+            Self::load(name_or_path)
+        } else {
+            Self::from_name(name_or_path)
+        }
+    }
+
     /// A built-in scenario by name (`win7-myfault`, `win10-myfault`, `win11-myfault`).
     pub fn builtin(name: &str) -> Result<Scenario> {
         let text = match name {
@@ -333,7 +351,8 @@ impl Scenario {
         layout::build(self, root.as_ref())
     }
 
-    /// Like [`Scenario::build`], with the list of every ISF field the layout wrote.
+    /// Like [`Scenario::build`], with the list of every distinct ISF field the layout wrote (each
+    /// once, in the order of first write).
     pub fn build_with_log(&self) -> Result<(MemoryImage, Vec<FieldUse>)> {
         let r = self.build_in(default_root())?;
         Ok((r.image, r.field_uses))
