@@ -13,7 +13,7 @@
 set -eu
 HERE=$(cd "$(dirname "$0")" && pwd)
 FIX=${1:-$HERE/../fixtures}
-ISF=${2:-/work/shared/data/isf/ntkrnlmp.pdb}
+ISF=${2:-$(dirname "$0")/../isf}
 PDBUTIL=${LLVM_PDBUTIL:-llvm-pdbutil-14}
 READOBJ=${LLVM_READOBJ:-llvm-readobj-14}
 export PDBUTIL READOBJ

@@ -4,7 +4,7 @@
 # Needs: apt-get install -y clang-14 lld-14 llvm-14
 set -eu
 HERE=$(cd "$(dirname "$0")" && pwd)
-ISF=${1:-/work/shared/data/isf/ntkrnlmp.pdb}
+ISF=${1:-$(dirname "$0")/../isf}
 OUT=$HERE/../fixtures
 for p in "339E74133576439CBCDF7E0229DA3773 win7-7601" \
          "BBED7C2955FBE4522AAA23F4B8677AD9 win10-19041" \
