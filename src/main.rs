@@ -43,17 +43,8 @@ struct SimArgs {
     /// KDNET: poke the debugger host at HOST:PORT (the target's `hostip:port`).
     #[arg(long, value_name = "HOST:PORT", conflicts_with_all = ["pipe", "tcp", "pty"])]
     kdnet: Option<SocketAddr>,
-    /// KDNET: the key, as `bcdedit /dbgsettings net ... key:K` shows it.
-    #[arg(
-        long,
-        env = "KDLEAK_KEY",
-        hide_env_values = true,
-        conflicts_with = "key_file"
-    )]
-    key: Option<String>,
-    /// KDNET: read the key from this file instead.
-    #[arg(long)]
-    key_file: Option<PathBuf>,
+    #[command(flatten)]
+    key: KeyArgs,
     /// KDNET: seconds between pokes.
     #[arg(long, default_value_t = 3.0, value_name = "SECONDS")]
     poke_interval: f64,
@@ -90,11 +81,11 @@ struct SimArgs {
     faults: FaultSpec,
 }
 
+/// The KDNET key, from the command line, the environment or a file (the last two keep it out of
+/// the process list).
 #[derive(clap::Args)]
-struct DecodeArgs {
-    /// The capture file (Wireshark/tcpdump .pcap, .pcapng, optionally gzip-compressed).
-    capture: PathBuf,
-    /// The KDNET key, as given to `bcdedit /dbgsettings net ... key:K` (four base-36 parts).
+struct KeyArgs {
+    /// The KDNET key, as `bcdedit /dbgsettings net ... key:K` shows it (four base-36 parts).
     #[arg(
         long,
         env = "KDLEAK_KEY",
@@ -102,9 +93,17 @@ struct DecodeArgs {
         conflicts_with = "key_file"
     )]
     key: Option<String>,
-    /// Read the KDNET key from this file instead (keeps it out of the process list).
+    /// Read the KDNET key from this file instead.
     #[arg(long)]
     key_file: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct DecodeArgs {
+    /// The capture file (Wireshark/tcpdump .pcap, .pcapng, optionally gzip-compressed).
+    capture: PathBuf,
+    #[command(flatten)]
+    key: KeyArgs,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
@@ -154,7 +153,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
 fn run_sim(args: SimArgs) -> Result<ExitCode> {
     let transport = match args.kdnet {
         Some(host) => {
-            let key = read_key(args.key, args.key_file)?;
+            let key = read_key(args.key)?;
             anyhow::ensure!(
                 args.poke_interval.is_finite() && args.poke_interval > 0.0,
                 "--poke-interval must be a positive number of seconds"
@@ -197,7 +196,7 @@ fn run_sim(args: SimArgs) -> Result<ExitCode> {
 }
 
 fn run_decode(args: DecodeArgs) -> Result<ExitCode> {
-    let key = read_key(args.key, args.key_file)?;
+    let key = read_key(args.key)?;
     let decoded = decode::decode_file(&args.capture, &key)
         .with_context(|| format!("cannot decode {}", args.capture.display()))?;
     let stdout = std::io::stdout();
@@ -221,8 +220,8 @@ fn exit_code(decoded: &Decoded) -> ExitCode {
     }
 }
 
-fn read_key(key: Option<String>, key_file: Option<PathBuf>) -> Result<Key> {
-    let text = match (key, key_file) {
+fn read_key(args: KeyArgs) -> Result<Key> {
+    let text = match (args.key, args.key_file) {
         (Some(key), _) => key,
         (None, Some(path)) => std::fs::read_to_string(&path)
             .with_context(|| format!("cannot read the key file {}", path.display()))?,
@@ -241,17 +240,8 @@ struct InfoArgs {
     /// Connection, in WinDbg -k syntax: net:port=P,key=K | com:port=/dev/ttyS0,baud=115200 |
     /// com:pipe,port=/path/to/socket[,reconnect] | com:tcp,port=HOST:PORT | sim[:SCENARIO].
     conn: String,
-    /// The KDNET key, when the connection string has no key= (keeps it out of the process list).
-    #[arg(
-        long,
-        env = "KDLEAK_KEY",
-        hide_env_values = true,
-        conflicts_with = "key_file"
-    )]
-    key: Option<String>,
-    /// Read the KDNET key from this file.
-    #[arg(long)]
-    key_file: Option<PathBuf>,
+    #[command(flatten)]
+    key: KeyArgs,
     /// Local address to bind the KDNET UDP port on (default: all interfaces).
     #[arg(long, value_name = "ADDR")]
     bind: Option<std::net::IpAddr>,
@@ -273,9 +263,9 @@ struct InfoArgs {
 }
 
 fn run_info(args: InfoArgs) -> Result<ExitCode> {
-    let key = match (args.key, args.key_file) {
+    let key = match (&args.key.key, &args.key.key_file) {
         (None, None) => None,
-        (key, key_file) => Some(read_key(key, key_file)?),
+        _ => Some(read_key(args.key)?),
     };
     let spec = kdleak::connect::parse(&args.conn, key)?;
     let seconds = |s: f64| Duration::from_secs_f64(s.max(0.0));

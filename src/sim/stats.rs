@@ -26,46 +26,6 @@ impl fmt::Display for SimState {
     }
 }
 
-/// The KD link's counters ([`LinkStats`]) as a serialisable copy.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LinkCounters {
-    pub data_received: u64,
-    pub duplicates: u64,
-    pub out_of_order: u64,
-    pub acks_sent: u64,
-    pub acks_received: u64,
-    pub stray_acks: u64,
-    pub resends_sent: u64,
-    pub resends_received: u64,
-    pub resets_sent: u64,
-    pub resets_received: u64,
-    pub retransmits: u64,
-    pub send_failures: u64,
-    pub rejected: u64,
-    pub break_ins: u64,
-}
-
-impl From<&LinkStats> for LinkCounters {
-    fn from(s: &LinkStats) -> Self {
-        Self {
-            data_received: s.data_received,
-            duplicates: s.duplicates,
-            out_of_order: s.out_of_order,
-            acks_sent: s.acks_sent,
-            acks_received: s.acks_received,
-            stray_acks: s.stray_acks,
-            resends_sent: s.resends_sent,
-            resends_received: s.resends_received,
-            resets_sent: s.resets_sent,
-            resets_received: s.resets_received,
-            retransmits: s.retransmits,
-            send_failures: s.send_failures,
-            rejected: s.rejected,
-            break_ins: s.break_ins,
-        }
-    }
-}
-
 /// Counters of one simulator run. Also the body of `--state-file` (with `state` set).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SimStats {
@@ -100,7 +60,7 @@ pub struct SimStats {
     pub stalled: bool,
     /// What the fault injector did to the traffic.
     pub faults: FaultCounts,
-    pub link: LinkCounters,
+    pub link: LinkStats,
 }
 
 impl SimStats {

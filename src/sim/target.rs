@@ -14,7 +14,7 @@ use kdproto::link::{Dialect, Link, LinkConfig, LinkEvent, Transmit};
 
 use super::machine::Machine;
 use super::requests::{self, Outcome, StopState};
-use super::stats::{reason_of, LinkCounters, SimState, SimStats};
+use super::stats::{reason_of, SimState, SimStats};
 
 /// Largest UDP payload of a 1500-byte-MTU IPv4 datagram (1500 − 20 IP − 8 UDP).
 pub const KDNET_MAX_DATAGRAM: usize = 1500 - 20 - 8;
@@ -130,7 +130,7 @@ impl TargetCore {
     pub fn stats(&self) -> SimStats {
         let mut stats = self.stats.clone();
         stats.state = self.state;
-        stats.link = LinkCounters::from(self.link.stats());
+        stats.link = self.link.stats().clone();
         stats
     }
 

@@ -112,6 +112,8 @@ pub enum LinkEvent {
 
 /// Counters for summaries and strict-mode reports.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default))]
 pub struct LinkStats {
     pub data_received: u64,
     pub duplicates: u64,
