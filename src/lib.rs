@@ -13,5 +13,6 @@ pub mod info;
 pub mod kernel;
 pub mod session;
 pub mod sim;
+pub mod symbols;
 pub mod transport;
 pub use kdproto;

@@ -233,6 +233,36 @@ fn read_key(args: KeyArgs) -> Result<Key> {
     Ok(text.trim().parse::<Key>()?)
 }
 
+// ---- symbols (issue 5): shared by `info` and the coming `attach`/`watch` ----------------------
+
+/// Where PDBs come from (WinDbg symbol-path syntax; see README "Symbols").
+#[derive(clap::Args, Debug, Clone)]
+struct SymbolArgs {
+    /// Symbol path: `srv*CACHE*URL`, `srv*URL`, `cache*DIR`, directories, `;`-separated.
+    /// Default: $_NT_ALT_SYMBOL_PATH;$_NT_SYMBOL_PATH.
+    #[arg(long, value_name = "PATH")]
+    sympath: Option<String>,
+    /// Never contact a symbol server; use local stores and the cache only.
+    #[arg(long)]
+    offline: bool,
+    /// Use a PDB even when its GUID/age do not match the module's RSDS record.
+    #[arg(long)]
+    force_symbols: bool,
+    /// Seconds to wait for a symbol server to connect and answer.
+    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+    symbol_timeout: f64,
+}
+
+impl SymbolArgs {
+    fn options(&self) -> Result<kdleak::symbols::SymbolOptions> {
+        let mut opts = kdleak::symbols::SymbolOptions::new(self.sympath.as_deref())?;
+        opts.offline = self.offline;
+        opts.force = self.force_symbols;
+        opts.timeout = Duration::from_secs_f64(self.symbol_timeout.max(0.0));
+        Ok(opts)
+    }
+}
+
 // ---- kdleak info (issue 4) -------------------------------------------------------------------
 
 #[derive(clap::Args)]
@@ -260,9 +290,14 @@ struct InfoArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
+    #[command(flatten)]
+    symbols: SymbolArgs,
 }
 
 fn run_info(args: InfoArgs) -> Result<ExitCode> {
+    // A malformed --sympath/_NT_SYMBOL_PATH is a usage error before anything connects; `info`
+    // itself needs no PDB yet (attach will: kdleak::symbols::Symbols::new(options)).
+    let _symbol_options = args.symbols.options()?;
     let key = match (&args.key.key, &args.key.key_file) {
         (None, None) => None,
         _ => Some(read_key(args.key)?),

@@ -1,0 +1,86 @@
+//! The symbol layer's errors. Every variant names the PDB (or the module/key searched for) and,
+//! where it applies, the type, field or symbol that failed.
+
+use std::path::PathBuf;
+
+/// Why a symbol, type or PDB could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SymbolError {
+    #[error("{pdb}: cannot read {what}: {source}")]
+    Pdb {
+        pdb: PathBuf,
+        what: &'static str,
+        #[source]
+        source: pdb2::Error,
+    },
+    #[error("{pdb}: no type `{type_name}`")]
+    TypeNotFound { pdb: PathBuf, type_name: String },
+    #[error("{pdb}: type `{type_name}` has no field `{field}`")]
+    FieldNotFound {
+        pdb: PathBuf,
+        type_name: String,
+        field: String,
+    },
+    #[error("{pdb}: `{type_name}.{field}` is {found}, not a structure or union, so it has no field `{next}`")]
+    NotARecord {
+        pdb: PathBuf,
+        type_name: String,
+        field: String,
+        found: String,
+        next: String,
+    },
+    #[error("{pdb}: no public or global symbol `{name}`")]
+    SymbolNotFound { pdb: PathBuf, name: String },
+    #[error("{pdb}: type record {index:#x} is malformed: {reason}")]
+    BadType {
+        pdb: PathBuf,
+        index: u32,
+        reason: String,
+    },
+    #[error(
+        "{pdb}: wrong PDB for this module: the module's RSDS record asks for {expected}, the file is {found} (use --force-symbols to use it anyway)"
+    )]
+    Mismatch {
+        pdb: PathBuf,
+        expected: String,
+        found: String,
+    },
+    #[error("{name} {key}: not found in the symbol path ({})", tried.join("; "))]
+    NotFound {
+        name: String,
+        key: String,
+        tried: Vec<String>,
+    },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: not a usable CAB-compressed PDB: {reason}")]
+    Cab { path: PathBuf, reason: String },
+    #[error("{url}: {reason}")]
+    Http { url: String, reason: String },
+    #[error("symbol path element `{element}`: {reason}")]
+    BadSymbolPath { element: String, reason: String },
+}
+
+impl SymbolError {
+    /// The process exit code (README "Exit codes"): 2 for a malformed symbol path, 4 otherwise
+    /// (target data or symbols this host cannot use).
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            SymbolError::BadSymbolPath { .. } => 2,
+            _ => 4,
+        }
+    }
+
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        SymbolError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+pub type Result<T, E = SymbolError> = std::result::Result<T, E>;

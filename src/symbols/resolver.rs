@@ -1,0 +1,323 @@
+//! [`Symbols`]: from a module's RSDS record to a parsed PDB, through the symbol path. Every PDB
+//! loaded stays cached for the life of the process (watch mode polls many times), keyed by its
+//! store key; a file is only parsed when first used.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use super::cache_dir::default_cache_dir;
+use super::error::{Result, SymbolError};
+use super::http::Http;
+use super::identity::{check, read_pdb_id, PdbId};
+use super::pdbfile::Pdb;
+use super::store::{self, Found};
+use super::sympath::{Element, SymbolPath, Upstream};
+use crate::kernel::PdbInfo;
+
+/// How symbols are found.
+#[derive(Debug, Clone)]
+pub struct SymbolOptions {
+    pub path: SymbolPath,
+    /// No network: symbol servers are skipped; local stores and caches still work.
+    pub offline: bool,
+    /// Use a PDB whose GUID/age do not match the module (`--force-symbols`).
+    pub force: bool,
+    /// Connect and response-head timeout.
+    pub timeout: Duration,
+    /// Limit for one whole download.
+    pub transfer_timeout: Duration,
+    /// Show a progress bar on a terminal while downloading.
+    pub progress: bool,
+    /// Where compressed files from read-only stores are expanded and the default downstream
+    /// store of `srv*URL`.
+    pub cache_dir: PathBuf,
+}
+
+impl SymbolOptions {
+    /// Options for `path` (`--sympath`, else `_NT_ALT_SYMBOL_PATH;_NT_SYMBOL_PATH`) with the
+    /// default cache and timeouts (30 s to connect/answer, 10 min per download).
+    pub fn new(sympath: Option<&str>) -> Result<Self> {
+        let cache_dir = default_cache_dir();
+        Ok(Self {
+            path: SymbolPath::from_env_or(sympath, &cache_dir)?,
+            offline: false,
+            force: false,
+            timeout: Duration::from_secs(30),
+            transfer_timeout: Duration::from_secs(600),
+            progress: true,
+            cache_dir,
+        })
+    }
+}
+
+/// The process-wide symbol loader and PDB cache.
+pub struct Symbols {
+    opts: SymbolOptions,
+    http: OnceLock<Http>,
+    loaded: Mutex<HashMap<String, Arc<Pdb>>>,
+}
+
+/// What one search saw, for the error message.
+#[derive(Default)]
+struct Search {
+    tried: Vec<String>,
+    mismatch: Option<(PathBuf, PdbId)>,
+}
+
+fn cache_key(id: &PdbId) -> String {
+    format!("{}/{}", id.name.to_ascii_lowercase(), id.store_key())
+}
+
+impl Symbols {
+    pub fn new(opts: SymbolOptions) -> Self {
+        Self {
+            opts,
+            http: OnceLock::new(),
+            loaded: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn options(&self) -> &SymbolOptions {
+        &self.opts
+    }
+
+    /// HTTP requests made so far.
+    pub fn http_requests(&self) -> usize {
+        self.http.get().map_or(0, Http::requests)
+    }
+
+    fn http(&self) -> &Http {
+        self.http.get_or_init(|| {
+            Http::new(
+                self.opts.timeout,
+                self.opts.transfer_timeout,
+                self.opts.progress,
+            )
+        })
+    }
+
+    /// The PDB for a module's RSDS record (read from target memory by `kernel::pe`).
+    pub fn load(&self, rsds: &PdbInfo) -> Result<Arc<Pdb>> {
+        self.load_id(&PdbId::from_rsds(rsds))
+    }
+
+    /// The PDB for `id`, from the process cache or the symbol path.
+    pub fn load_id(&self, id: &PdbId) -> Result<Arc<Pdb>> {
+        let key = cache_key(id);
+        if let Some(pdb) = self.loaded.lock().expect("symbol cache lock").get(&key) {
+            return Ok(pdb.clone());
+        }
+        let path = self.locate(id)?;
+        let pdb = Arc::new(Pdb::open(&path)?);
+        check(&path, id, pdb.id(), self.opts.force)?;
+        let mut loaded = self.loaded.lock().expect("symbol cache lock");
+        Ok(loaded.entry(key).or_insert(pdb).clone())
+    }
+
+    /// Opens a PDB file directly (e.g. `--pdb FILE`), checked against `expected` when given.
+    pub fn open_file(&self, path: &Path, expected: Option<&PdbId>) -> Result<Arc<Pdb>> {
+        let pdb = Arc::new(Pdb::open(path)?);
+        if let Some(expected) = expected {
+            check(path, expected, pdb.id(), self.opts.force)?;
+            let mut loaded = self.loaded.lock().expect("symbol cache lock");
+            return Ok(loaded.entry(cache_key(expected)).or_insert(pdb).clone());
+        }
+        Ok(pdb)
+    }
+
+    /// Finds the file for `id` without parsing it beyond its identity.
+    pub fn locate(&self, id: &PdbId) -> Result<PathBuf> {
+        let mut search = Search::default();
+        for element in &self.opts.path.elements {
+            let found = match element {
+                Element::Dir(dir) => self.search_dir(dir, id, &mut search)?,
+                Element::Server {
+                    downstream,
+                    upstream,
+                } => self.search_server(downstream, upstream, id, &mut search)?,
+            };
+            if let Some(path) = found {
+                return Ok(path);
+            }
+        }
+        match search.mismatch {
+            Some((path, _)) if self.opts.force => {
+                tracing::warn!(pdb = %path.display(), wanted = %id, "using a mismatched PDB (forced)");
+                Ok(path)
+            }
+            Some((path, found)) => Err(SymbolError::Mismatch {
+                pdb: path,
+                expected: id.to_string(),
+                found: found.to_string(),
+            }),
+            None => Err(SymbolError::NotFound {
+                name: id.name.clone(),
+                key: id.store_key(),
+                tried: if search.tried.is_empty() {
+                    vec!["the symbol path is empty (--sympath or _NT_SYMBOL_PATH)".into()]
+                } else {
+                    search.tried
+                },
+            }),
+        }
+    }
+
+    /// Accepts `path` if its GUID/age match; remembers the first mismatch.
+    fn accept(&self, path: &Path, id: &PdbId, search: &mut Search) -> Option<PathBuf> {
+        search.tried.push(path.display().to_string());
+        match read_pdb_id(path) {
+            Ok(found) if found.same_build(id) => Some(path.to_path_buf()),
+            Ok(found) => {
+                tracing::debug!(pdb = %path.display(), %found, wanted = %id, "PDB mismatch");
+                search.mismatch.get_or_insert((path.to_path_buf(), found));
+                None
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "unreadable PDB candidate");
+                None
+            }
+        }
+    }
+
+    /// Turns a store hit into a usable file, expanding CABs into `expand_to` (a cache).
+    fn materialize(&self, found: Found, id: &PdbId, expand_to: &Path) -> Result<PathBuf> {
+        match found {
+            Found::File(p) => Ok(p),
+            Found::Compressed(cab) => {
+                let dest = store::cache_path(expand_to, id);
+                if !dest.is_file() {
+                    store::expand_cab(&cab, &dest)?;
+                }
+                Ok(dest)
+            }
+        }
+    }
+
+    fn search_dir(&self, dir: &Path, id: &PdbId, search: &mut Search) -> Result<Option<PathBuf>> {
+        let hits = store::probe_plain_dir(dir, id);
+        if hits.is_empty() {
+            search.tried.push(format!("{} (nothing)", dir.display()));
+        }
+        for hit in hits {
+            let path = self.materialize(hit, id, &self.opts.cache_dir)?;
+            if let Some(p) = self.accept(&path, id, search) {
+                return Ok(Some(p));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Copies a found file into every downstream store before `upto` (WinDbg fills the chain).
+    fn fill(&self, src: &Path, downstream: &[PathBuf], id: &PdbId) -> Result<PathBuf> {
+        let mut first = None;
+        for ds in downstream {
+            let dest = store::cache_path(ds, id);
+            store::install_copy(src, &dest)?;
+            first.get_or_insert(dest);
+        }
+        Ok(first.unwrap_or_else(|| src.to_path_buf()))
+    }
+
+    fn search_server(
+        &self,
+        downstream: &[PathBuf],
+        upstream: &Upstream,
+        id: &PdbId,
+        search: &mut Search,
+    ) -> Result<Option<PathBuf>> {
+        // 1. the downstream stores, left first
+        for (i, ds) in downstream.iter().enumerate() {
+            match store::probe_store(ds, id) {
+                Some(hit) => {
+                    let path = self.materialize(hit, id, ds)?;
+                    if let Some(p) = self.accept(&path, id, search) {
+                        return self
+                            .fill(&p, &downstream[..i], id)
+                            .map(|first| Some(if i == 0 { p } else { first }));
+                    }
+                }
+                None => search
+                    .tried
+                    .push(format!("{} (nothing)", store::cache_path(ds, id).display())),
+            }
+        }
+        let expand_to = downstream.first().unwrap_or(&self.opts.cache_dir).clone();
+        match upstream {
+            Upstream::Store(dir) => {
+                let Some(hit) = store::probe_store(dir, id) else {
+                    search.tried.push(format!(
+                        "{} (nothing)",
+                        store::cache_path(dir, id).display()
+                    ));
+                    return Ok(None);
+                };
+                let path = self.materialize(hit, id, &expand_to)?;
+                match self.accept(&path, id, search) {
+                    Some(p) => self.fill(&p, downstream, id).map(Some),
+                    None => Ok(None),
+                }
+            }
+            Upstream::Url(base) => {
+                if self.opts.offline {
+                    search.tried.push(format!("{base} (skipped: offline)"));
+                    return Ok(None);
+                }
+                let Some(path) = self.download(base, id, &expand_to, search)? else {
+                    return Ok(None);
+                };
+                match self.accept(&path, id, search) {
+                    Some(p) => self
+                        .fill(&p, &downstream[1.min(downstream.len())..], id)
+                        .map(|_| Some(p)),
+                    None => Ok(None),
+                }
+            }
+        }
+    }
+
+    /// Tries `name`, then `name.pd_`, then `file.ptr` under `base/name/KEY/`; stores the result
+    /// (expanded) as `cache/name/KEY/name`.
+    fn download(
+        &self,
+        base: &str,
+        id: &PdbId,
+        cache: &Path,
+        search: &mut Search,
+    ) -> Result<Option<PathBuf>> {
+        let dest = store::cache_path(cache, id);
+        let dir_url = format!("{base}/{}/{}", id.name, id.store_key());
+        let http = self.http();
+        let url = format!("{dir_url}/{}", id.name);
+        if http.fetch(&url, &dest)? {
+            return Ok(Some(dest));
+        }
+        search.tried.push(format!("{url} (404)"));
+        let packed_name = store::compressed_name(&id.name);
+        let url = format!("{dir_url}/{packed_name}");
+        let packed = dest.with_file_name(&packed_name);
+        if http.fetch(&url, &packed)? {
+            let expanded = store::expand_cab(&packed, &dest);
+            let _ = std::fs::remove_file(&packed);
+            expanded?;
+            return Ok(Some(dest));
+        }
+        search.tried.push(format!("{url} (404)"));
+        let url = format!("{dir_url}/file.ptr");
+        let ptr = dest.with_file_name("file.ptr");
+        if http.fetch(&url, &ptr)? {
+            let target = store::probe_key_dir(ptr.parent().unwrap_or(cache), &id.name);
+            let _ = std::fs::remove_file(&ptr);
+            if let Some(hit) = target {
+                let path = self.materialize(hit, id, cache)?;
+                if path != dest {
+                    store::install_copy(&path, &dest)?;
+                }
+                return Ok(Some(dest));
+            }
+        }
+        search.tried.push(format!("{url} (404)"));
+        Ok(None)
+    }
+}

@@ -1,0 +1,696 @@
+//! Structure layouts by name from a PDB's type stream (TPI): offset, size, bitfield position and
+//! width, array element type and count, pointers — through nested and anonymous members.
+//!
+//! The TPI is read once, on first use, into an owned table ([`TypeTable`]); forward references
+//! (size 0, no field list — every named record appears once as one) resolve by name to the
+//! definition. Microsoft's PDBs flatten anonymous unions/structures into the parent's field list,
+//! so `_SLIST_HEADER.Alignment` is a direct member; a PDB that keeps them as members of an
+//! anonymous type (`<anonymous-tag>`, `<unnamed-tag>`, or the ISF-style `__anonymous_*` /
+//! `__unnamed_*` names) is searched through them as well when the direct lookup fails.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use pdb2::{FallibleIterator, TypeData};
+
+use super::error::{Result, SymbolError};
+
+/// Structure, class or union.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordKind {
+    Struct,
+    Union,
+}
+
+/// A field's bit range inside its storage unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bitfield {
+    pub position: u8,
+    pub width: u8,
+}
+
+/// A type as far as layout code needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TypeDesc {
+    /// A primitive (`unsigned long`, `void`, `wchar_t`, ...), or an enum.
+    Base {
+        name: String,
+        size: u64,
+    },
+    Record {
+        kind: RecordKind,
+        name: String,
+        size: u64,
+    },
+    Pointer {
+        target: Box<TypeDesc>,
+        size: u64,
+    },
+    Array {
+        element: Box<TypeDesc>,
+        count: u64,
+        size: u64,
+    },
+    Function,
+}
+
+impl TypeDesc {
+    pub fn size(&self) -> u64 {
+        match self {
+            TypeDesc::Base { size, .. }
+            | TypeDesc::Record { size, .. }
+            | TypeDesc::Pointer { size, .. }
+            | TypeDesc::Array { size, .. } => *size,
+            TypeDesc::Function => 0,
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            TypeDesc::Base { name, .. } => name.clone(),
+            TypeDesc::Record { name, .. } => name.clone(),
+            TypeDesc::Pointer { target, .. } => format!("{} *", target.describe()),
+            TypeDesc::Array { element, count, .. } => format!("{}[{count}]", element.describe()),
+            TypeDesc::Function => "a function".into(),
+        }
+    }
+}
+
+/// A field resolved by its dotted path from the outermost type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Field {
+    /// Byte offset from the start of the outermost type.
+    pub offset: u64,
+    /// Size of the field's type (for a bitfield: of its storage unit).
+    pub size: u64,
+    pub bitfield: Option<Bitfield>,
+    pub ty: TypeDesc,
+}
+
+#[derive(Debug, Clone)]
+struct Member {
+    name: String,
+    offset: u64,
+    ty: u32,
+}
+
+#[derive(Debug, Clone)]
+enum Leaf {
+    Record {
+        kind: RecordKind,
+        name: String,
+        size: u64,
+        fields: Option<u32>,
+        forward: bool,
+    },
+    FieldList {
+        members: Vec<Member>,
+        continuation: Option<u32>,
+    },
+    Pointer {
+        to: u32,
+        size: u64,
+    },
+    Modifier {
+        to: u32,
+    },
+    Array {
+        element: u32,
+        bytes: u64,
+    },
+    Bitfield {
+        base: u32,
+        position: u8,
+        width: u8,
+    },
+    Enum {
+        name: String,
+        underlying: u32,
+    },
+    Procedure,
+    Other,
+}
+
+/// The owned, indexed type stream of one PDB.
+#[derive(Debug)]
+pub struct TypeTable {
+    pdb: PathBuf,
+    first: u32,
+    leaves: Vec<Leaf>,
+    /// Record/enum name → index of its definition (forward references excluded).
+    by_name: HashMap<String, u32>,
+}
+
+fn record_kind(kind: pdb2::ClassKind) -> RecordKind {
+    match kind {
+        pdb2::ClassKind::Class | pdb2::ClassKind::Struct | pdb2::ClassKind::Interface => {
+            RecordKind::Struct
+        }
+    }
+}
+
+fn convert(data: TypeData<'_>) -> Leaf {
+    match data {
+        TypeData::Class(c) => Leaf::Record {
+            kind: record_kind(c.kind),
+            name: c.name.to_string().into_owned(),
+            size: c.size,
+            fields: c.fields.map(|f| f.0),
+            forward: c.properties.forward_reference(),
+        },
+        TypeData::Union(u) => Leaf::Record {
+            kind: RecordKind::Union,
+            name: u.name.to_string().into_owned(),
+            size: u.size,
+            fields: Some(u.fields.0),
+            forward: u.properties.forward_reference(),
+        },
+        TypeData::FieldList(list) => Leaf::FieldList {
+            members: list
+                .fields
+                .into_iter()
+                .filter_map(|f| match f {
+                    TypeData::Member(m) => Some(Member {
+                        name: m.name.to_string().into_owned(),
+                        offset: m.offset,
+                        ty: m.field_type.0,
+                    }),
+                    _ => None,
+                })
+                .collect(),
+            continuation: list.continuation.map(|c| c.0),
+        },
+        TypeData::Pointer(p) => Leaf::Pointer {
+            to: p.underlying_type.0,
+            size: u64::from(p.attributes.size()),
+        },
+        TypeData::Modifier(m) => Leaf::Modifier {
+            to: m.underlying_type.0,
+        },
+        TypeData::Array(a) => Leaf::Array {
+            element: a.element_type.0,
+            bytes: a.dimensions.last().copied().map(u64::from).unwrap_or(0),
+        },
+        TypeData::Bitfield(b) => Leaf::Bitfield {
+            base: b.underlying_type.0,
+            position: b.position,
+            width: b.length,
+        },
+        TypeData::Enumeration(e) if !e.properties.forward_reference() => Leaf::Enum {
+            name: e.name.to_string().into_owned(),
+            underlying: e.underlying_type.0,
+        },
+        TypeData::Procedure(_) | TypeData::MemberFunction(_) => Leaf::Procedure,
+        _ => Leaf::Other,
+    }
+}
+
+/// Name and size of a CodeView primitive (type index < 0x1000; cvinfo.h `CV_BASICTYPE`).
+fn primitive(index: u32) -> TypeDesc {
+    let mode = (index >> 8) & 0xF;
+    let kind = index & 0xFF;
+    let (name, size) = match kind {
+        0x03 => ("void", 0),
+        0x08 => ("HRESULT", 4),
+        0x10 => ("char", 1),
+        0x20 => ("unsigned char", 1),
+        0x68 => ("signed char", 1),
+        0x69 => ("unsigned char", 1),
+        0x70 => ("char", 1),
+        0x71 => ("wchar_t", 2),
+        0x7a => ("char16_t", 2),
+        0x7b => ("char32_t", 4),
+        0x7c => ("char8_t", 1),
+        0x11 | 0x72 => ("short", 2),
+        0x21 | 0x73 => ("unsigned short", 2),
+        0x12 => ("long", 4),
+        0x22 => ("unsigned long", 4),
+        0x74 => ("int", 4),
+        0x75 => ("unsigned int", 4),
+        0x13 | 0x76 => ("__int64", 8),
+        0x23 | 0x77 => ("unsigned __int64", 8),
+        0x14 | 0x78 => ("__int128", 16),
+        0x24 | 0x79 => ("unsigned __int128", 16),
+        0x46 => ("half", 2),
+        0x40 => ("float", 4),
+        0x41 => ("double", 8),
+        0x42 => ("long double", 10),
+        0x43 => ("__float128", 16),
+        0x30 => ("bool", 1),
+        0x31 => ("bool16", 2),
+        0x32 => ("bool32", 4),
+        0x33 => ("bool64", 8),
+        _ => ("<primitive>", 0),
+    };
+    let base = TypeDesc::Base {
+        name: name.to_string(),
+        size,
+    };
+    match mode {
+        0 => base,
+        4 | 5 => TypeDesc::Pointer {
+            target: Box::new(base),
+            size: 4,
+        },
+        6 => TypeDesc::Pointer {
+            target: Box::new(base),
+            size: 8,
+        },
+        _ => TypeDesc::Pointer {
+            target: Box::new(base),
+            size: 8,
+        },
+    }
+}
+
+/// True for the names compilers and converters give anonymous records.
+pub fn is_anonymous_name(name: &str) -> bool {
+    name.is_empty()
+        || name.starts_with("<unnamed-")
+        || name.starts_with("<anonymous-")
+        || name.starts_with("__unnamed")
+        || name.starts_with("__anonymous")
+        || name.contains("::<unnamed-")
+        || name.contains("::<anonymous-")
+}
+
+/// How deep type descriptions and anonymous-member searches go (cycles are impossible in a
+/// valid TPI, but a corrupt one must not hang the host).
+const MAX_DEPTH: usize = 32;
+
+impl TypeTable {
+    /// Reads the whole TPI of `pdb` (a PDB already opened from `path`).
+    pub fn read<S: pdb2::Source<'static> + 'static>(
+        path: &Path,
+        pdb: &mut pdb2::PDB<'static, S>,
+    ) -> Result<Self> {
+        let err = |what: &'static str| {
+            let pdb = path.to_path_buf();
+            move |source| SymbolError::Pdb { pdb, what, source }
+        };
+        let info = pdb.type_information().map_err(err("the type stream"))?;
+        let mut iter = info.iter();
+        let mut first = None;
+        let mut leaves = Vec::new();
+        let mut by_name = HashMap::new();
+        while let Some(ty) = iter.next().map_err(err("a type record"))? {
+            let index = ty.index().0;
+            let start = *first.get_or_insert(index);
+            // Records are dense and in order; keep the table indexable by (index - first).
+            while start + leaves.len() as u32 != index {
+                leaves.push(Leaf::Other);
+            }
+            let leaf = match ty.parse() {
+                Ok(data) => convert(data),
+                Err(_) => Leaf::Other, // unknown leaf kinds are not layout-relevant
+            };
+            match &leaf {
+                Leaf::Record {
+                    name,
+                    forward: false,
+                    ..
+                }
+                | Leaf::Enum { name, .. } => {
+                    by_name.entry(name.clone()).or_insert(index);
+                }
+                _ => {}
+            }
+            leaves.push(leaf);
+        }
+        Ok(Self {
+            pdb: path.to_path_buf(),
+            first: first.unwrap_or(0x1000),
+            leaves,
+            by_name,
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.leaves.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.leaves.is_empty()
+    }
+
+    fn leaf(&self, index: u32) -> Option<&Leaf> {
+        index
+            .checked_sub(self.first)
+            .and_then(|i| self.leaves.get(i as usize))
+    }
+
+    fn bad(&self, index: u32, reason: &str) -> SymbolError {
+        SymbolError::BadType {
+            pdb: self.pdb.clone(),
+            index,
+            reason: reason.to_string(),
+        }
+    }
+
+    /// Follows modifiers (const/volatile) and forward references to the defining record.
+    fn resolve(&self, mut index: u32) -> u32 {
+        for _ in 0..MAX_DEPTH {
+            match self.leaf(index) {
+                Some(Leaf::Modifier { to }) => index = *to,
+                Some(Leaf::Record {
+                    name,
+                    forward: true,
+                    ..
+                }) => match self.by_name.get(name) {
+                    Some(def) => return *def,
+                    None => return index,
+                },
+                _ => return index,
+            }
+        }
+        index
+    }
+
+    fn members(&self, fields: Option<u32>) -> Result<Vec<&Member>> {
+        let mut out = Vec::new();
+        let mut next = fields;
+        let mut hops = 0;
+        while let Some(index) = next {
+            match self.leaf(index) {
+                Some(Leaf::FieldList {
+                    members,
+                    continuation,
+                }) => {
+                    out.extend(members.iter());
+                    next = *continuation;
+                }
+                _ => return Err(self.bad(index, "expected a field list")),
+            }
+            hops += 1;
+            if hops > 4096 {
+                return Err(self.bad(index, "field-list continuations loop"));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The description of type `index`.
+    pub fn describe(&self, index: u32) -> TypeDesc {
+        self.describe_depth(index, 0)
+    }
+
+    fn describe_depth(&self, index: u32, depth: usize) -> TypeDesc {
+        if index < 0x1000 {
+            return primitive(index);
+        }
+        let index = self.resolve(index);
+        if depth > MAX_DEPTH {
+            return TypeDesc::Base {
+                name: "<too deep>".into(),
+                size: 0,
+            };
+        }
+        match self.leaf(index) {
+            Some(Leaf::Record {
+                kind, name, size, ..
+            }) => TypeDesc::Record {
+                kind: *kind,
+                name: name.clone(),
+                size: *size,
+            },
+            Some(Leaf::Pointer { to, size }) => TypeDesc::Pointer {
+                target: Box::new(self.describe_depth(*to, depth + 1)),
+                size: *size,
+            },
+            Some(Leaf::Array { element, bytes }) => {
+                let element = self.describe_depth(*element, depth + 1);
+                let count = match element.size() {
+                    0 => 0,
+                    n => bytes / n,
+                };
+                TypeDesc::Array {
+                    element: Box::new(element),
+                    count,
+                    size: *bytes,
+                }
+            }
+            Some(Leaf::Bitfield { base, .. }) => self.describe_depth(*base, depth + 1),
+            Some(Leaf::Enum { name, underlying }) => TypeDesc::Base {
+                name: name.clone(),
+                size: self.describe_depth(*underlying, depth + 1).size(),
+            },
+            Some(Leaf::Procedure) => TypeDesc::Function,
+            _ => TypeDesc::Base {
+                name: format!("<type {index:#x}>"),
+                size: 0,
+            },
+        }
+    }
+
+    /// Index of the definition of the record or enum called `name`.
+    pub fn find(&self, name: &str) -> Result<u32> {
+        self.by_name
+            .get(name)
+            .copied()
+            .ok_or_else(|| SymbolError::TypeNotFound {
+                pdb: self.pdb.clone(),
+                type_name: name.to_string(),
+            })
+    }
+
+    /// `sizeof(name)`.
+    pub fn size_of(&self, name: &str) -> Result<u64> {
+        Ok(self.describe(self.find(name)?).size())
+    }
+
+    /// The direct members of record `name` (anonymous members flattened as the PDB has them),
+    /// in declaration order: (name, field).
+    pub fn members_of(&self, name: &str) -> Result<Vec<(String, Field)>> {
+        let index = self.find(name)?;
+        let fields = match self.leaf(index) {
+            Some(Leaf::Record { fields, .. }) => *fields,
+            _ => return Err(self.bad(index, "not a structure or union")),
+        };
+        self.members(fields)?
+            .into_iter()
+            .map(|m| Ok((m.name.clone(), self.field_of(m, 0))))
+            .collect()
+    }
+
+    fn field_of(&self, m: &Member, base: u64) -> Field {
+        let bitfield = match self.leaf(self.resolve(m.ty)) {
+            Some(Leaf::Bitfield {
+                position, width, ..
+            }) => Some(Bitfield {
+                position: *position,
+                width: *width,
+            }),
+            _ => None,
+        };
+        let ty = self.describe(m.ty);
+        Field {
+            offset: base + m.offset,
+            size: ty.size(),
+            bitfield,
+            ty,
+        }
+    }
+
+    /// Searches record `index` for member `name`: directly, then through anonymous members.
+    /// Returns the member and its offset from the start of record `index`.
+    fn lookup<'a>(
+        &'a self,
+        index: u32,
+        name: &str,
+        depth: usize,
+    ) -> Result<Option<(&'a Member, u64)>> {
+        let fields = match self.leaf(index) {
+            Some(Leaf::Record { fields, .. }) => *fields,
+            _ => return Err(self.bad(index, "not a structure or union")),
+        };
+        let members = self.members(fields)?;
+        if let Some(m) = members.iter().find(|m| m.name == name) {
+            return Ok(Some((m, 0)));
+        }
+        if depth >= MAX_DEPTH {
+            return Ok(None);
+        }
+        for m in members {
+            let inner = self.resolve(m.ty);
+            let anonymous = match self.leaf(inner) {
+                Some(Leaf::Record { name: ty_name, .. }) => {
+                    is_anonymous_name(&m.name) || is_anonymous_name(ty_name)
+                }
+                _ => false,
+            };
+            if anonymous {
+                if let Some((found, at)) = self.lookup(inner, name, depth + 1)? {
+                    return Ok(Some((found, m.offset + at)));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Resolves `path` (`TreeNode.Base.p`, `HeaderX64.Depth`) inside record `type_name`.
+    pub fn field(&self, type_name: &str, path: &str) -> Result<Field> {
+        let mut index = self.find(type_name)?;
+        let mut offset = 0u64;
+        let mut walked = String::new();
+        let parts: Vec<&str> = path.split('.').collect();
+        for (i, part) in parts.iter().enumerate() {
+            if !matches!(self.leaf(index), Some(Leaf::Record { .. })) {
+                return Err(SymbolError::NotARecord {
+                    pdb: self.pdb.clone(),
+                    type_name: type_name.to_string(),
+                    field: walked,
+                    found: self.describe(index).describe(),
+                    next: part.to_string(),
+                });
+            }
+            let (member, at) =
+                self.lookup(index, part, 0)?
+                    .ok_or_else(|| SymbolError::FieldNotFound {
+                        pdb: self.pdb.clone(),
+                        type_name: type_name.to_string(),
+                        field: parts[..=i].join("."),
+                    })?;
+            offset += at;
+            if i + 1 == parts.len() {
+                return Ok(self.field_of(member, offset));
+            }
+            offset += member.offset;
+            index = self.resolve(member.ty);
+            if !walked.is_empty() {
+                walked.push('.');
+            }
+            walked.push_str(part);
+        }
+        Err(SymbolError::FieldNotFound {
+            pdb: self.pdb.clone(),
+            type_name: type_name.to_string(),
+            field: path.to_string(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(name: &str, offset: u64, ty: u32) -> Member {
+        Member {
+            name: name.into(),
+            offset,
+            ty,
+        }
+    }
+
+    fn record(kind: RecordKind, name: &str, size: u64, fields: Option<u32>, forward: bool) -> Leaf {
+        Leaf::Record {
+            kind,
+            name: name.into(),
+            size,
+            fields,
+            forward,
+        }
+    }
+
+    /// `_OUTER { int x; <anonymous member of type __anonymous_1 @8> { unsigned y @4; };
+    /// _INNER *p @0x10 (through a forward reference); _INNER arr[3] @0x18 }`.
+    fn table() -> TypeTable {
+        let first = 0x1000;
+        let leaves = vec![
+            /* 0x1000 */ record(RecordKind::Struct, "_INNER", 0, None, true),
+            /* 0x1001 */
+            Leaf::FieldList {
+                members: vec![member("a", 0, 0x22), member("b", 4, 0x1002)],
+                continuation: None,
+            },
+            /* 0x1002 */
+            Leaf::Bitfield {
+                base: 0x22,
+                position: 3,
+                width: 5,
+            },
+            /* 0x1003 */ record(RecordKind::Struct, "_INNER", 8, Some(0x1001), false),
+            /* 0x1004 */
+            Leaf::FieldList {
+                members: vec![member("y", 4, 0x75)],
+                continuation: None,
+            },
+            /* 0x1005 */ record(RecordKind::Union, "__anonymous_1", 8, Some(0x1004), false),
+            /* 0x1006 */
+            Leaf::Pointer {
+                to: 0x1000,
+                size: 8,
+            },
+            /* 0x1007 */
+            Leaf::Array {
+                element: 0x1000,
+                bytes: 24,
+            },
+            /* 0x1008 */
+            Leaf::FieldList {
+                members: vec![member("p", 0x10, 0x1006), member("arr", 0x18, 0x1007)],
+                continuation: None,
+            },
+            /* 0x1009 */
+            Leaf::FieldList {
+                members: vec![member("x", 0, 0x74), member("", 8, 0x1005)],
+                continuation: Some(0x1008),
+            },
+            /* 0x100a */ record(RecordKind::Struct, "_OUTER", 0x30, Some(0x1009), false),
+        ];
+        let mut by_name = HashMap::new();
+        by_name.insert("_INNER".to_string(), 0x1003);
+        by_name.insert("_OUTER".to_string(), 0x100a);
+        by_name.insert("__anonymous_1".to_string(), 0x1005);
+        TypeTable {
+            pdb: PathBuf::from("t.pdb"),
+            first,
+            leaves,
+            by_name,
+        }
+    }
+
+    #[test]
+    fn anonymous_members_forward_refs_continuations_bitfields_arrays() {
+        let t = table();
+        assert_eq!(t.size_of("_OUTER").unwrap(), 0x30);
+        // through an unflattened anonymous member
+        let y = t.field("_OUTER", "y").unwrap();
+        assert_eq!((y.offset, y.size), (0xc, 4));
+        // continuation field list; pointer to a forward reference resolves to the definition
+        let p = t.field("_OUTER", "p").unwrap();
+        assert_eq!(p.offset, 0x10);
+        assert!(matches!(&p.ty, TypeDesc::Pointer { target, size: 8 }
+            if **target == TypeDesc::Record { kind: RecordKind::Struct, name: "_INNER".into(), size: 8 }));
+        let arr = t.field("_OUTER", "arr").unwrap();
+        assert!(
+            matches!(
+                arr.ty,
+                TypeDesc::Array {
+                    count: 3,
+                    size: 24,
+                    ..
+                }
+            ),
+            "{arr:?}"
+        );
+        let b = t.field("_INNER", "b").unwrap();
+        assert_eq!(
+            b.bitfield,
+            Some(Bitfield {
+                position: 3,
+                width: 5
+            })
+        );
+        assert_eq!((b.offset, b.size), (4, 4));
+        let err = t.field("_OUTER", "p.a").unwrap_err().to_string();
+        assert!(
+            err.contains("t.pdb") && err.contains("p") && err.contains("not a structure"),
+            "{err}"
+        );
+        let err = t.field("_OUTER", "zz").unwrap_err().to_string();
+        assert!(
+            err.contains("t.pdb") && err.contains("_OUTER") && err.contains("zz"),
+            "{err}"
+        );
+    }
+}
