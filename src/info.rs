@@ -2,15 +2,18 @@
 
 use std::fmt::Write as _;
 
-use kdproto::api::{
-    Version, IMAGE_FILE_MACHINE_AMD64, IMAGE_FILE_MACHINE_ARM64, IMAGE_FILE_MACHINE_I386,
-};
+use kdproto::api::{IMAGE_FILE_MACHINE_AMD64, IMAGE_FILE_MACHINE_ARM64, IMAGE_FILE_MACHINE_I386};
 use serde::Serialize;
 use tracing::warn;
 
 use crate::connect::ConnectSpec;
-use crate::kernel::{self, serde_hex, ModuleList};
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::kernel::{serde_hex, ModuleList};
+use crate::kernel_context::KernelContext;
 use crate::session::{self, shutdown_signal, Error, Session, SessionOptions, StopInfo};
+use crate::symbols::{Element, SymbolOptions, Symbols};
 use crate::transport::{self, OpenOptions, Transport};
 
 /// How long an interrupted attach waits for a break-in already sent to stop the target.
@@ -21,6 +24,26 @@ const SETTLE_AFTER_INTERRUPT: std::time::Duration = std::time::Duration::from_se
 pub struct InfoOptions {
     pub open: OpenOptions,
     pub session: SessionOptions,
+    /// How to find PDBs; `None`: `_NT_ALT_SYMBOL_PATH`/`_NT_SYMBOL_PATH` and the default cache.
+    pub symbols: Option<SymbolOptions>,
+}
+
+impl InfoOptions {
+    /// The symbol loader, with `extra_dir` (e.g. the simulated target's fixtures) searched first.
+    pub fn symbol_loader(&self, extra_dir: Option<&Path>) -> session::Result<Arc<Symbols>> {
+        let mut options = match &self.symbols {
+            Some(options) => options.clone(),
+            None => SymbolOptions::new(None)
+                .map_err(|e| Error::TargetData(format!("symbol path: {e}")))?,
+        };
+        if let Some(dir) = extra_dir {
+            options
+                .path
+                .elements
+                .insert(0, Element::Dir(dir.to_path_buf()));
+        }
+        Ok(Arc::new(Symbols::new(options)))
+    }
 }
 
 /// What `kdleak info` reports.
@@ -62,7 +85,8 @@ pub async fn run(spec: &ConnectSpec, options: &InfoOptions) -> session::Result<T
         let (transport, sim) =
             transport::embedded_sim::start(scenario.as_deref(), options.open.connect_timeout)
                 .await?;
-        let result = run_on(transport, options).await;
+        let symbols = options.symbol_loader(Some(sim.symbol_dir()))?;
+        let result = run_with(transport, options, symbols).await;
         if let Err(error) = sim.shutdown().await {
             warn!(%error, "simulated target did not stop cleanly");
         }
@@ -75,6 +99,13 @@ pub async fn run(spec: &ConnectSpec, options: &InfoOptions) -> session::Result<T
     run_on(transport, options).await
 }
 
+/// Attaches over an open transport, collects [`TargetInfo`] while stopped, and resumes (unless
+/// `stay_broken`) on every exit path.
+pub async fn run_on(transport: Transport, options: &InfoOptions) -> session::Result<TargetInfo> {
+    let symbols = options.symbol_loader(None)?;
+    run_with(transport, options, symbols).await
+}
+
 async fn signal(enabled: bool) -> &'static str {
     if enabled {
         shutdown_signal().await
@@ -83,9 +114,11 @@ async fn signal(enabled: bool) -> &'static str {
     }
 }
 
-/// Attaches over an open transport, collects [`TargetInfo`] while stopped, and resumes (unless
-/// `stay_broken`) on every exit path.
-pub async fn run_on(transport: Transport, options: &InfoOptions) -> session::Result<TargetInfo> {
+async fn run_with(
+    transport: Transport,
+    options: &InfoOptions,
+    symbols: Arc<Symbols>,
+) -> session::Result<TargetInfo> {
     let connection = transport.describe();
     let mut session = Session::new(transport, options.session.clone());
     let interrupted = tokio::select! {
@@ -107,7 +140,7 @@ pub async fn run_on(transport: Transport, options: &InfoOptions) -> session::Res
     }
     let resumed = !options.session.stay_broken;
     session
-        .run_stopped(async move |s: &mut Session| collect(s, connection, resumed).await)
+        .run_stopped(async move |s: &mut Session| collect(s, connection, resumed, &symbols).await)
         .await
 }
 
@@ -115,22 +148,15 @@ async fn collect(
     s: &mut Session,
     connection: String,
     resumed: bool,
+    symbols: &Arc<Symbols>,
 ) -> session::Result<TargetInfo> {
-    let version: Version = s.get_version().await?;
-    let kdbg = kernel::find_kdbg(s, &version).await?;
-    if kdbg.kern_base != version.kern_base {
-        warn!(
-            kdbg = format_args!("{:#x}", kdbg.kern_base),
-            version = format_args!("{:#x}", version.kern_base),
-            "KDBG and GetVersion disagree on the kernel base"
-        );
-    }
-    let head = if version.ps_loaded_module_list != 0 {
-        version.ps_loaded_module_list
-    } else {
-        kdbg.ps_loaded_module_list
-    };
-    let modules = kernel::walk_modules(s, head).await?;
+    let KernelContext {
+        version,
+        kdbg,
+        module_list_head: head,
+        modules,
+        ..
+    } = KernelContext::load(s, symbols).await?;
     let stop = s.stop().cloned().ok_or(Error::NotStopped)?;
     Ok(TargetInfo {
         connection,

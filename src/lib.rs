@@ -3,6 +3,7 @@
 //! * [`connect`] — WinDbg `-k` connection strings; [`transport`] — UDP, streams, serial ports.
 //! * [`session`] — the host session: attach, break in, requests, chunked reads, always resume.
 //! * [`kernel`] — KDBG, loaded modules, PE/RSDS from target memory, behind the `Memory` trait.
+//! * [`symbols`] — PDB layouts and names, the symbol path; [`kernel_context`] ties them together.
 //! * [`info`] — `kdleak info`; [`decode`] / [`capture`] — `kdleak decode`.
 //! * [`sim`] — the simulated Windows target.
 
@@ -11,6 +12,7 @@ pub mod connect;
 pub mod decode;
 pub mod info;
 pub mod kernel;
+pub mod kernel_context;
 pub mod session;
 pub mod sim;
 pub mod symbols;

@@ -295,16 +295,18 @@ struct InfoArgs {
 }
 
 fn run_info(args: InfoArgs) -> Result<ExitCode> {
-    // A malformed --sympath/_NT_SYMBOL_PATH is a usage error before anything connects; `info`
-    // itself needs no PDB yet (attach will: kdleak::symbols::Symbols::new(options)).
-    let _symbol_options = args.symbols.options()?;
+    // A malformed --sympath/_NT_SYMBOL_PATH is a usage error before anything connects.
+    let symbol_options = args.symbols.options()?;
     let key = match (&args.key.key, &args.key.key_file) {
         (None, None) => None,
         _ => Some(read_key(args.key)?),
     };
     let spec = kdleak::connect::parse(&args.conn, key)?;
     let seconds = |s: f64| Duration::from_secs_f64(s.max(0.0));
-    let mut options = kdleak::info::InfoOptions::default();
+    let mut options = kdleak::info::InfoOptions {
+        symbols: Some(symbol_options),
+        ..kdleak::info::InfoOptions::default()
+    };
     if let Some(bind) = args.bind {
         options.open.bind = bind;
     }

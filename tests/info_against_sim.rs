@@ -135,7 +135,16 @@ fn info_against_sim(scenario: &str, transport: &str) {
     sim.args(["sim", "--scenario", scenario, "--state-file"])
         .arg(&state_file);
     let mut info = kdleak();
-    info.args(["info", "--format", "json", "--connect-timeout", "20"]);
+    info.args([
+        "info",
+        "--format",
+        "json",
+        "--connect-timeout",
+        "20",
+        "--offline",
+    ]);
+    info.arg("--sympath")
+        .arg(root().join("captures/fixtures").join(fixture(scenario)));
     let (conn, sim_args): (String, Vec<String>) = match transport {
         "kdnet" => {
             let port = free_port();

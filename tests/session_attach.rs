@@ -30,6 +30,7 @@ fn options() -> SessionOptions {
 
 fn info_options() -> InfoOptions {
     InfoOptions {
+        symbols: Some(fixture_symbols()),
         open: OpenOptions {
             connect_timeout: Duration::from_secs(5),
             ..OpenOptions::default()

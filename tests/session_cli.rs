@@ -7,8 +7,15 @@ use std::time::{Duration, Instant};
 
 use session_support::*;
 
+/// kdleak with the fake target's symbols: the Windows 10 fixture kernel PDB, accepted despite
+/// the fake's made-up identity (see `session_support::fixture_symbols`).
 fn kdleak() -> Command {
-    Command::new(assert_cmd::cargo::cargo_bin("kdleak"))
+    let mut command = Command::new(assert_cmd::cargo::cargo_bin("kdleak"));
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/captures/fixtures/win10-19041");
+    command
+        .env("_NT_SYMBOL_PATH", fixture)
+        .env_remove("_NT_ALT_SYMBOL_PATH");
+    command
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -45,6 +52,8 @@ fn info_over_a_pipe_prints_modules_and_resumes() {
         &format!("com:pipe,port={}", path.display()),
         "--format",
         "json",
+        "--force-symbols",
+        "--offline",
     ]);
     let out = run_limited(cmd, Duration::from_secs(20));
     assert!(
@@ -76,6 +85,7 @@ fn sigint_mid_read_resumes_then_exits_130() {
     let target = rt.block_on(async { serial_target(&path, behaviour) });
     let child = kdleak()
         .args(["info", &format!("com:pipe,port={}", path.display())])
+        .args(["--force-symbols", "--offline"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()

@@ -15,6 +15,7 @@ const LIMIT: Duration = Duration::from_secs(15);
 
 fn quick(connect: Duration) -> InfoOptions {
     InfoOptions {
+        symbols: Some(fixture_symbols()),
         open: OpenOptions {
             connect_timeout: connect,
             bind: "127.0.0.1".parse().unwrap(),

@@ -15,6 +15,7 @@ use tokio::time::timeout;
 
 fn options() -> InfoOptions {
     InfoOptions {
+        symbols: Some(fixture_symbols()),
         open: OpenOptions {
             connect_timeout: Duration::from_secs(5),
             ..OpenOptions::default()

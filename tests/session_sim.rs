@@ -23,6 +23,7 @@ const KEY: &str = "1.2.3.4";
 
 fn options() -> InfoOptions {
     InfoOptions {
+        symbols: Some(sim_symbols()),
         open: OpenOptions {
             connect_timeout: Duration::from_secs(10),
             ..OpenOptions::default()
@@ -34,6 +35,19 @@ fn options() -> InfoOptions {
             ..SessionOptions::default()
         },
     }
+}
+
+/// The fixture PDBs of every scenario; the tiny kernel's made-up identity takes the Windows 11
+/// fixture kernel's layout (--force-symbols).
+fn sim_symbols() -> kdleak::symbols::SymbolOptions {
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("captures/fixtures");
+    let path = ["win11-22000", "win10-19041", "win7-7601"]
+        .map(|f| fixtures.join(f).display().to_string())
+        .join(";");
+    let mut options = kdleak::symbols::SymbolOptions::new(Some(&path)).unwrap();
+    options.offline = true;
+    options.force = true;
+    options
 }
 
 fn machine(scenario: Option<&str>) -> Machine {
@@ -180,9 +194,11 @@ async fn sim_connection_string_starts_the_target_in_process() {
         let info = info::run(&spec, &options()).await.unwrap();
         check(&info, &machine(Some("win10-myfault")));
         assert_eq!(info.connection, "the simulated target (win10-myfault)");
+        // Plain `sim` serves the reference scenario.
         let spec: ConnectSpec = "sim".parse().unwrap();
         let info = info::run(&spec, &options()).await.unwrap();
-        check(&info, &machine(None));
+        check(&info, &machine(Some("win7-myfault")));
+        assert_eq!(info.connection, "the simulated target (win7-myfault)");
         let err = info::run(&"sim:no-such".parse().unwrap(), &options())
             .await
             .unwrap_err();

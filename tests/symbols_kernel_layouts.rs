@@ -6,8 +6,7 @@
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
-use kdleak::kernel::version_facts as facts;
-use kdleak::symbols::{KldrLayout, Pdb, TypeDesc};
+use kdleak::symbols::{module_layout, Pdb, TypeDesc};
 use serde_json::Value;
 
 /// verifier.md §8 plus the module-walk and list types the pull reads through.
@@ -209,19 +208,27 @@ fn check_fixture(dir: &Path) -> Checked {
             u64::from_str_radix(sym["rva"].as_str().unwrap().trim_start_matches("0x"), 16).unwrap();
         assert_eq!(u64::from(pdb.symbol_rva(name).unwrap()), want, "{name}");
     }
-    // The module walk's layout from the PDB equals the stopgap constants it will replace.
-    let kldr = KldrLayout::from_pdb(&pdb).unwrap();
-    assert_eq!(kldr.flink, facts::KLDR_FLINK as u64);
-    assert_eq!(kldr.dll_base, facts::KLDR_DLL_BASE as u64);
-    assert_eq!(kldr.entry_point, facts::KLDR_ENTRY_POINT as u64);
-    assert_eq!(kldr.size_of_image, facts::KLDR_SIZE_OF_IMAGE as u64);
-    assert_eq!(kldr.full_dll_name, facts::KLDR_FULL_DLL_NAME as u64);
-    assert_eq!(kldr.base_dll_name, facts::KLDR_BASE_DLL_NAME as u64);
+    // The module walk's layout from the PDB equals the ISF's loader entry.
+    let layout = module_layout(&pdb).unwrap();
+    let ldr = if isf["user_types"]["_KLDR_DATA_TABLE_ENTRY"].is_object() {
+        "_KLDR_DATA_TABLE_ENTRY"
+    } else {
+        "_LDR_DATA_TABLE_ENTRY"
+    };
+    let isf_offset = |ty: &str, field: &str| {
+        isf["user_types"][ty]["fields"][field]["offset"]
+            .as_u64()
+            .unwrap() as usize
+    };
+    assert_eq!(layout.flink, isf_offset(ldr, "InLoadOrderLinks"));
+    assert_eq!(layout.dll_base, isf_offset(ldr, "DllBase"));
+    assert_eq!(layout.size_of_image, isf_offset(ldr, "SizeOfImage"));
+    assert_eq!(layout.full_dll_name, isf_offset(ldr, "FullDllName"));
+    assert_eq!(layout.base_dll_name, isf_offset(ldr, "BaseDllName"));
     assert_eq!(
-        kldr.unicode_string_buffer,
-        facts::UNICODE_STRING_BUFFER as u64
+        layout.unicode_string_buffer,
+        isf_offset("_UNICODE_STRING", "Buffer")
     );
-    assert_eq!(kldr.read_len, facts::KLDR_READ_LEN as u64);
     out
 }
 

@@ -6,13 +6,12 @@
 pub mod kdbg;
 pub mod modules;
 pub mod pe;
-pub mod version_facts;
 
 use std::future::Future;
 
 use crate::session::{self, ReadOutcome, Session};
 pub use kdbg::{find_kdbg, Kdbg};
-pub use modules::{walk_modules, Module, ModuleList, MAX_MODULES};
+pub use modules::{walk_modules, Module, ModuleLayout, ModuleList, MAX_MODULES};
 pub use pe::{read_pdb_info, PdbInfo};
 
 /// Target virtual memory.

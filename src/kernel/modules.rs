@@ -4,8 +4,24 @@
 use std::collections::HashSet;
 
 use super::pe::{read_pdb_info, PdbInfo};
-use super::version_facts as facts;
 use super::{le_u16, le_u32, le_u64, read_exact, read_u64, KernelError, Memory, Result};
+
+/// Where the fields of a `PsLoadedModuleList` entry are: taken from the kernel's PDB
+/// (`_KLDR_DATA_TABLE_ENTRY`, or `_LDR_DATA_TABLE_ENTRY` on Windows 7) by
+/// `symbols::module_layout`, never hard-coded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ModuleLayout {
+    /// `InLoadOrderLinks.Flink`.
+    pub flink: usize,
+    pub dll_base: usize,
+    pub size_of_image: usize,
+    pub full_dll_name: usize,
+    pub base_dll_name: usize,
+    /// `Buffer` inside `_UNICODE_STRING`.
+    pub unicode_string_buffer: usize,
+    /// Bytes of an entry that cover every field above.
+    pub read_len: usize,
+}
 
 /// Most entries followed (kd.md §4.3).
 pub const MAX_MODULES: usize = 4096;
@@ -46,9 +62,14 @@ pub struct ModuleList {
     pub problem: Option<String>,
 }
 
-async fn read_unicode_string<M: Memory>(mem: &mut M, entry: &[u8], at: usize) -> Result<String> {
+async fn read_unicode_string<M: Memory>(
+    mem: &mut M,
+    entry: &[u8],
+    at: usize,
+    layout: &ModuleLayout,
+) -> Result<String> {
     let len = (le_u16(entry, at) as usize).min(MAX_NAME_BYTES) & !1;
-    let buffer = le_u64(entry, at + facts::UNICODE_STRING_BUFFER);
+    let buffer = le_u64(entry, at + layout.unicode_string_buffer);
     if len == 0 || buffer == 0 {
         return Ok(String::new());
     }
@@ -61,7 +82,11 @@ async fn read_unicode_string<M: Memory>(mem: &mut M, entry: &[u8], at: usize) ->
 }
 
 /// Walks the list whose head is at `head`, reading each module's PDB identity as well.
-pub async fn walk_modules<M: Memory>(mem: &mut M, head: u64) -> Result<ModuleList> {
+pub async fn walk_modules<M: Memory>(
+    mem: &mut M,
+    head: u64,
+    layout: &ModuleLayout,
+) -> Result<ModuleList> {
     let mut modules = Vec::new();
     let mut seen = HashSet::new();
     let mut problem = None;
@@ -80,7 +105,7 @@ pub async fn walk_modules<M: Memory>(mem: &mut M, head: u64) -> Result<ModuleLis
             ));
             break;
         }
-        let raw = match read_exact(mem, entry, facts::KLDR_READ_LEN, "module entry").await {
+        let raw = match read_exact(mem, entry, layout.read_len, "module entry").await {
             Ok(raw) => raw,
             Err(KernelError::Unreadable { address, .. }) => {
                 problem = Some(format!(
@@ -90,11 +115,12 @@ pub async fn walk_modules<M: Memory>(mem: &mut M, head: u64) -> Result<ModuleLis
             }
             Err(e) => return Err(e),
         };
-        let base = le_u64(&raw, facts::KLDR_DLL_BASE);
-        let size = le_u32(&raw, facts::KLDR_SIZE_OF_IMAGE);
-        let name = name_or_note(read_unicode_string(mem, &raw, facts::KLDR_BASE_DLL_NAME).await)?;
+        let base = le_u64(&raw, layout.dll_base);
+        let size = le_u32(&raw, layout.size_of_image);
+        let name =
+            name_or_note(read_unicode_string(mem, &raw, layout.base_dll_name, layout).await)?;
         let full_name =
-            name_or_note(read_unicode_string(mem, &raw, facts::KLDR_FULL_DLL_NAME).await)?;
+            name_or_note(read_unicode_string(mem, &raw, layout.full_dll_name, layout).await)?;
         let (pdb, pdb_error) = match read_pdb_info(mem, base, size).await {
             Ok(pdb) => (pdb, None),
             Err(KernelError::Session(e)) => return Err(e.into()),
@@ -109,7 +135,7 @@ pub async fn walk_modules<M: Memory>(mem: &mut M, head: u64) -> Result<ModuleLis
             pdb,
             pdb_error,
         });
-        entry = le_u64(&raw, facts::KLDR_FLINK);
+        entry = le_u64(&raw, layout.flink);
     }
     Ok(ModuleList {
         complete: problem.is_none(),
@@ -137,17 +163,28 @@ mod tests {
 
     const HEAD: u64 = 0xfffff800_00100000;
 
+    /// The x64 entry layout of Windows 10/11 (kd.md §4.3), as a test's own choice of layout.
+    const LAYOUT: ModuleLayout = ModuleLayout {
+        flink: 0,
+        dll_base: 0x30,
+        size_of_image: 0x40,
+        full_dll_name: 0x48,
+        base_dll_name: 0x58,
+        unicode_string_buffer: 8,
+        read_len: 0x68,
+    };
+
     fn utf16(s: &str) -> Vec<u8> {
         s.encode_utf16().flat_map(u16::to_le_bytes).collect()
     }
 
     fn entry(next: u64, base: u64, size: u32, name_at: u64, name: &str) -> Vec<u8> {
-        let mut e = vec![0u8; facts::KLDR_READ_LEN];
+        let mut e = vec![0u8; LAYOUT.read_len];
         e[0..8].copy_from_slice(&next.to_le_bytes());
-        e[facts::KLDR_DLL_BASE..][..8].copy_from_slice(&base.to_le_bytes());
-        e[facts::KLDR_SIZE_OF_IMAGE..][..4].copy_from_slice(&size.to_le_bytes());
+        e[LAYOUT.dll_base..][..8].copy_from_slice(&base.to_le_bytes());
+        e[LAYOUT.size_of_image..][..4].copy_from_slice(&size.to_le_bytes());
         let len = (name.len() * 2) as u16;
-        for at in [facts::KLDR_BASE_DLL_NAME, facts::KLDR_FULL_DLL_NAME] {
+        for at in [LAYOUT.base_dll_name, LAYOUT.full_dll_name] {
             e[at..at + 2].copy_from_slice(&len.to_le_bytes());
             e[at + 2..at + 4].copy_from_slice(&len.to_le_bytes());
             e[at + 8..at + 16].copy_from_slice(&name_at.to_le_bytes());
@@ -183,7 +220,7 @@ mod tests {
     #[tokio::test]
     async fn walks_names_bases_and_pdbs() {
         let mut mem = fixture(&["ntoskrnl.exe", "hal.dll", "kd.dll"], None);
-        let list = walk_modules(&mut mem, HEAD).await.unwrap();
+        let list = walk_modules(&mut mem, HEAD, &LAYOUT).await.unwrap();
         assert!(list.complete, "{:?}", list.problem);
         let names: Vec<_> = list.modules.iter().map(|m| m.name.as_str()).collect();
         assert_eq!(names, ["ntoskrnl.exe", "hal.dll", "kd.dll"]);
@@ -198,7 +235,7 @@ mod tests {
     async fn a_cycle_stops_the_walk() {
         let first = 0xfffff800_00200000;
         let mut mem = fixture(&["a.sys", "b.sys"], Some(first));
-        let list = walk_modules(&mut mem, HEAD).await.unwrap();
+        let list = walk_modules(&mut mem, HEAD, &LAYOUT).await.unwrap();
         assert!(!list.complete);
         assert_eq!(list.modules.len(), 2);
         assert!(list.problem.unwrap().contains("loops"));
@@ -207,7 +244,7 @@ mod tests {
     #[tokio::test]
     async fn an_unreadable_entry_ends_the_walk_with_a_note() {
         let mut mem = fixture(&["a.sys"], Some(0xfffff800_dead0000));
-        let list = walk_modules(&mut mem, HEAD).await.unwrap();
+        let list = walk_modules(&mut mem, HEAD, &LAYOUT).await.unwrap();
         assert_eq!(list.modules.len(), 1);
         assert!(list.problem.unwrap().contains("unreadable"));
     }

@@ -47,6 +47,9 @@ pub enum Error {
     /// Something the target reported that this host cannot handle yet.
     #[error("{0}")]
     Unsupported(String),
+    /// Target data or symbols this host cannot use (no kernel PDB, corrupt structures).
+    #[error("{0}")]
+    TargetData(String),
     /// The work done while stopped failed; the resume itself failed too.
     #[error("{error}; and resuming the target failed too: {resume}")]
     ResumeFailed {
@@ -64,7 +67,7 @@ impl Error {
         match self {
             Self::Interrupted(_) => 130,
             Self::ResumeFailed { error, .. } => error.exit_code(),
-            Self::Status { .. } | Self::Unsupported(_) => 4,
+            Self::Status { .. } | Self::Unsupported(_) | Self::TargetData(_) => 4,
             _ => 3,
         }
     }

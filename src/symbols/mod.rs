@@ -28,7 +28,7 @@ pub mod types;
 pub use cache_dir::default_cache_dir;
 pub use error::{Result, SymbolError};
 pub use identity::{read_pdb_id, PdbId};
-pub use kldr::KldrLayout;
+pub use kldr::module_layout;
 pub use pdbfile::Pdb;
 pub use resolver::{SymbolOptions, Symbols};
 pub use symbolize::{module_display_name, AddressSpace};

@@ -11,7 +11,11 @@ use tokio::task::JoinHandle;
 
 use super::{stream, Transport, TransportError};
 use crate::sim::kdcom::{self, KdcomConfig};
+use crate::sim::scenario::{Scenario, ScenarioError};
 use crate::sim::{Machine, Reporter, SimStats};
+
+/// The scenario `sim` serves when none is named: the reference session of verifier.md §1.
+pub const DEFAULT_SCENARIO: &str = "win7-myfault";
 
 /// A running in-process simulated target. Stop it with [`EmbeddedSim::shutdown`].
 pub struct EmbeddedSim {
@@ -19,9 +23,16 @@ pub struct EmbeddedSim {
     task: JoinHandle<io::Result<SimStats>>,
     status: watch::Receiver<SimStats>,
     dir: PathBuf,
+    symbol_dir: PathBuf,
 }
 
 impl EmbeddedSim {
+    /// Where the simulated kernel's and drivers' PDBs are (the scenario's fixture directory),
+    /// for the host's symbol path.
+    pub fn symbol_dir(&self) -> &std::path::Path {
+        &self.symbol_dir
+    }
+
     /// The target's latest counters and run state.
     pub fn stats(&self) -> SimStats {
         self.status.borrow().clone()
@@ -47,22 +58,27 @@ impl Drop for EmbeddedSim {
     }
 }
 
-/// The machine for `scenario`: the tiny built-in kernel, a built-in scenario name, or a file.
-pub fn machine_for(scenario: Option<&str>) -> Result<Machine, TransportError> {
-    let Some(name) = scenario else {
-        return Ok(Machine::default());
-    };
-    Machine::for_scenario(name)
-        .map_err(|e| TransportError::Unsupported(format!("cannot load scenario {name}: {e}")))
+/// The machine for a scenario name or file, and the directory holding its PDBs.
+fn machine_for(name: &str) -> Result<(Machine, PathBuf), TransportError> {
+    let unusable =
+        |e: ScenarioError| TransportError::Unsupported(format!("cannot load scenario {name}: {e}"));
+    let scenario = Scenario::resolve(name).map_err(unusable)?;
+    let image = scenario.build().map_err(unusable)?;
+    Ok((
+        Machine::builder().image(image).build(),
+        scenario.symbol_dir(),
+    ))
 }
 
-/// Starts the simulated target and connects to it.
+/// Starts the simulated target serving `scenario` (default [`DEFAULT_SCENARIO`]) and connects
+/// to it.
 pub async fn start(
     scenario: Option<&str>,
     timeout: Duration,
 ) -> Result<(Transport, EmbeddedSim), TransportError> {
     static NEXT: AtomicU32 = AtomicU32::new(0);
-    let machine = machine_for(scenario)?;
+    let name = scenario.unwrap_or(DEFAULT_SCENARIO);
+    let (machine, symbol_dir) = machine_for(name)?;
     let dir = std::env::temp_dir().join(format!(
         "kdleak-sim-{}-{}",
         std::process::id(),
@@ -91,11 +107,9 @@ pub async fn start(
         task,
         status,
         dir,
+        symbol_dir,
     };
     let mut transport = stream::connect_unix(&path, true, timeout).await?;
-    transport.set_name(match scenario {
-        Some(name) => format!("the simulated target ({name})"),
-        None => "the simulated target (tiny kernel)".to_string(),
-    });
+    transport.set_name(format!("the simulated target ({name})"));
     Ok((Transport::Stream(transport), sim))
 }

@@ -479,3 +479,14 @@ pub fn kdnet_target(
         reboot: Some(reboot_tx),
     }
 }
+
+/// The fake target's kernel claims `ntkrnlmp.pdb` with made-up identity: the host takes the
+/// module-entry layout from the Windows 10 fixture kernel PDB, accepted despite the mismatch
+/// (`--force-symbols`), so the walk still comes from a PDB, not from constants.
+pub fn fixture_symbols() -> kdleak::symbols::SymbolOptions {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("captures/fixtures/win10-19041");
+    let mut options = kdleak::symbols::SymbolOptions::new(Some(dir.to_str().unwrap())).unwrap();
+    options.offline = true;
+    options.force = true;
+    options
+}

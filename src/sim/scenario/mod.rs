@@ -326,6 +326,12 @@ impl Scenario {
         }
     }
 
+    /// The directory holding the scenario's kernel and driver PDBs (its fixture), for a host's
+    /// symbol path.
+    pub fn symbol_dir(&self) -> PathBuf {
+        default_root().join(&self.kernel.fixture)
+    }
+
     /// A built-in scenario by name (`win7-myfault`, `win10-myfault`, `win11-myfault`).
     pub fn builtin(name: &str) -> Result<Scenario> {
         let text = match name {
