@@ -17,4 +17,5 @@ pub mod session;
 pub mod sim;
 pub mod symbols;
 pub mod transport;
+pub mod verifier;
 pub use kdproto;
