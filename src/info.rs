@@ -4,47 +4,16 @@ use std::fmt::Write as _;
 
 use kdproto::api::{IMAGE_FILE_MACHINE_AMD64, IMAGE_FILE_MACHINE_ARM64, IMAGE_FILE_MACHINE_I386};
 use serde::Serialize;
-use tracing::warn;
 
 use crate::connect::ConnectSpec;
-use std::path::Path;
-use std::sync::Arc;
-
 use crate::kernel::{serde_hex, ModuleList};
 use crate::kernel_context::KernelContext;
-use crate::session::{self, shutdown_signal, Error, Session, SessionOptions, StopInfo};
-use crate::symbols::{Element, SymbolOptions, Symbols};
-use crate::transport::{self, OpenOptions, Transport};
+use crate::session::{self, Error, Session, StopInfo};
+use crate::stop::{with_stopped_target, with_stopped_transport, StopContext, StopOptions};
+use crate::transport::Transport;
 
-/// How long an interrupted attach waits for a break-in already sent to stop the target.
-const SETTLE_AFTER_INTERRUPT: std::time::Duration = std::time::Duration::from_secs(2);
-
-/// Options of `kdleak info`.
-#[derive(Debug, Clone, Default)]
-pub struct InfoOptions {
-    pub open: OpenOptions,
-    pub session: SessionOptions,
-    /// How to find PDBs; `None`: `_NT_ALT_SYMBOL_PATH`/`_NT_SYMBOL_PATH` and the default cache.
-    pub symbols: Option<SymbolOptions>,
-}
-
-impl InfoOptions {
-    /// The symbol loader, with `extra_dir` (e.g. the simulated target's fixtures) searched first.
-    pub fn symbol_loader(&self, extra_dir: Option<&Path>) -> session::Result<Arc<Symbols>> {
-        let mut options = match &self.symbols {
-            Some(options) => options.clone(),
-            None => SymbolOptions::new(None)
-                .map_err(|e| Error::TargetData(format!("symbol path: {e}")))?,
-        };
-        if let Some(dir) = extra_dir {
-            options
-                .path
-                .elements
-                .insert(0, Element::Dir(dir.to_path_buf()));
-        }
-        Ok(Arc::new(Symbols::new(options)))
-    }
-}
+/// Options of `kdleak info`: how to reach the target and find its symbols.
+pub type InfoOptions = StopOptions;
 
 /// What `kdleak info` reports.
 #[derive(Debug, Clone, Serialize)]
@@ -78,85 +47,40 @@ fn machine_name(machine: u16) -> String {
     }
 }
 
-/// Opens `spec`, then [`run_on`]. SIGINT/SIGTERM while connecting abort with
-/// [`Error::Interrupted`].
+/// Attaches to `spec`, collects [`TargetInfo`] while stopped, and resumes (unless
+/// `stay_broken`) on every exit path.
 pub async fn run(spec: &ConnectSpec, options: &InfoOptions) -> session::Result<TargetInfo> {
-    if let ConnectSpec::Sim { scenario } = spec {
-        let (transport, sim) =
-            transport::embedded_sim::start(scenario.as_deref(), options.open.connect_timeout)
-                .await?;
-        let symbols = options.symbol_loader(Some(sim.symbol_dir()))?;
-        let result = run_with(transport, options, symbols).await;
-        if let Err(error) = sim.shutdown().await {
-            warn!(%error, "simulated target did not stop cleanly");
-        }
-        return result;
-    }
-    let transport = tokio::select! {
-        transport = transport::open(spec, &options.open) => transport?,
-        name = signal(options.session.handle_signals) => return Err(Error::Interrupted(name)),
-    };
-    run_on(transport, options).await
+    with_stopped_target(spec, options, async |s: &mut Session, c: StopContext| {
+        collect(s, c).await
+    })
+    .await
 }
 
-/// Attaches over an open transport, collects [`TargetInfo`] while stopped, and resumes (unless
-/// `stay_broken`) on every exit path.
+/// Like [`run`], over a transport that is already open.
 pub async fn run_on(transport: Transport, options: &InfoOptions) -> session::Result<TargetInfo> {
     let symbols = options.symbol_loader(None)?;
-    run_with(transport, options, symbols).await
+    with_stopped_transport(
+        transport,
+        options,
+        symbols,
+        async |s: &mut Session, c: StopContext| collect(s, c).await,
+    )
+    .await
 }
 
-async fn signal(enabled: bool) -> &'static str {
-    if enabled {
-        shutdown_signal().await
-    } else {
-        std::future::pending().await
-    }
-}
-
-async fn run_with(
-    transport: Transport,
-    options: &InfoOptions,
-    symbols: Arc<Symbols>,
-) -> session::Result<TargetInfo> {
-    let connection = transport.describe();
-    let mut session = Session::new(transport, options.session.clone());
-    let interrupted = tokio::select! {
-        attached = session.break_in() => {
-            attached?;
-            None
-        }
-        name = signal(options.session.handle_signals) => Some(name),
-    };
-    if let Some(name) = interrupted {
-        // A break-in may already be on its way: resume the stop it causes before leaving.
-        if let Err(error) = session
-            .settle_abandoned_attach(SETTLE_AFTER_INTERRUPT)
-            .await
-        {
-            warn!(%error, "could not settle the abandoned attach");
-        }
-        return Err(Error::Interrupted(name));
-    }
-    let resumed = !options.session.stay_broken;
-    session
-        .run_stopped(async move |s: &mut Session| collect(s, connection, resumed, &symbols).await)
-        .await
-}
-
-async fn collect(
-    s: &mut Session,
-    connection: String,
-    resumed: bool,
-    symbols: &Arc<Symbols>,
-) -> session::Result<TargetInfo> {
+async fn collect(s: &mut Session, context: StopContext) -> session::Result<TargetInfo> {
+    let StopContext {
+        symbols,
+        connection,
+        resumes: resumed,
+    } = context;
     let KernelContext {
         version,
         kdbg,
         module_list_head: head,
         modules,
         ..
-    } = KernelContext::load(s, symbols).await?;
+    } = KernelContext::load(s, &symbols).await?;
     let stop = s.stop().cloned().ok_or(Error::NotStopped)?;
     Ok(TargetInfo {
         connection,

@@ -7,6 +7,7 @@
 //! * [`info`] — `kdleak info`; [`decode`] / [`capture`] — `kdleak decode`.
 //! * [`sim`] — the simulated Windows target.
 
+pub mod attach;
 pub mod capture;
 pub mod connect;
 pub mod decode;
@@ -15,6 +16,7 @@ pub mod kernel;
 pub mod kernel_context;
 pub mod session;
 pub mod sim;
+pub mod stop;
 pub mod symbols;
 pub mod transport;
 pub mod verifier;

@@ -2,12 +2,24 @@
 //!
 //! * [`facts`] — the Windows facts no PDB holds (signatures, page geometry, SLIST decoding, log
 //!   indexing, flag texts), each with its source.
-//! * [`model`] — the result every output format renders.
+//! * [`layout`] — named access to kernel structures through the kernel PDB.
+//! * [`stats`], [`drivers`], [`trackers`], [`log`] — `MmVerifierData`, the verified drivers,
+//!   their tracked allocations, the allocate/free log.
+//! * [`pull`] — all of it for one stop; [`model`] — the result every output format renders.
 
+pub mod drivers;
+pub mod error;
 pub mod facts;
+pub mod layout;
+pub mod log;
 pub mod model;
+pub mod pull;
+pub mod stats;
+pub mod trackers;
 
+pub use error::VerifierError;
 pub use model::{
     Allocation, DriverCounters, DriverReport, Frame, LeakReport, LeakSite, LogRecord, LogSummary,
     TargetSummary, VerifierState, SCHEMA_VERSION,
 };
+pub use pull::{pull, PullOptions};

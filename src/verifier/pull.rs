@@ -1,0 +1,321 @@
+//! The pull: everything `!verifier 3` and `!verifier 80` show, for every verified driver, from
+//! one stop — global statistics, drivers, tracked allocations, and the log read once.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tracing::{info, warn};
+
+use crate::kernel::{Memory, Module};
+use crate::kernel_context::{load_pdb, KernelContext};
+use crate::symbols::{module_display_name, AddressSpace, Symbols};
+
+use super::drivers::{self, suspects_by_entry};
+use super::error::{Result, VerifierError};
+use super::layout::Nt;
+use super::log::{self, index_by_address, Log};
+use super::model::{
+    Allocation, DriverReport, Frame, LeakReport, LogRecord, LogSummary, TargetSummary,
+    SCHEMA_VERSION,
+};
+use super::{stats, trackers};
+
+/// What to pull.
+#[derive(Debug, Clone, Default)]
+pub struct PullOptions {
+    /// Only these drivers (case-insensitive, `.sys` optional); empty: every verified driver.
+    pub drivers: Vec<String>,
+    /// Skip the allocate/free log (no stacks; much less to read on a slow link).
+    pub no_log: bool,
+    /// Most log records kept per allocation in `history`.
+    pub history_limit: usize,
+    /// Describes the connection in the report (no key material).
+    pub connection: String,
+}
+
+fn same_driver(wanted: &str, name: &str) -> bool {
+    let strip = |s: &str| {
+        let s = s.to_ascii_lowercase();
+        s.strip_suffix(".sys").map(str::to_string).unwrap_or(s)
+    };
+    strip(wanted) == strip(name)
+}
+
+/// Pulls the report from a stopped target. Sites are left empty for the caller to group.
+pub async fn pull<M: Memory>(
+    mem: &mut M,
+    ctx: &KernelContext,
+    symbols: &Arc<Symbols>,
+    options: &PullOptions,
+) -> Result<LeakReport> {
+    let nt = Nt::new(&ctx.nt, ctx.version.kern_base);
+    let build = u32::from(ctx.version.build());
+    let mut problems = Vec::new();
+
+    let mut verifier = stats::read_state(mem, &nt).await?;
+    if verifier.level == 0 {
+        return Err(VerifierError::NotEnabled(
+            "Driver Verifier is not enabled on the target: run `verifier /flags 8 /driver x.sys` \
+             there and reboot"
+                .into(),
+        ));
+    }
+    if !verifier.pool_tracking {
+        return Err(VerifierError::NotEnabled(format!(
+            "Driver Verifier runs with level {:#x}, without pool tracking (0x8): run `verifier \
+             /flags 8 /driver x.sys` (or add 8 to the current flags) and reboot",
+            verifier.level
+        )));
+    }
+
+    let found = drivers::read_drivers(mem, &nt).await?;
+    problems.extend(found.problems.iter().cloned());
+    let names = suspects_by_entry(&found);
+    for wanted in &options.drivers {
+        let verified = found.verified.iter().any(|v| {
+            names
+                .get(&v.suspect_entry)
+                .is_some_and(|s| same_driver(wanted, &s.name))
+        });
+        if !verified {
+            return Err(VerifierError::DriverNotVerified(format!(
+                "{wanted} is not a verified, loaded driver (verified: {}): run `verifier /flags 8 \
+                 /driver {wanted}` on the target and reboot",
+                found
+                    .suspects
+                    .iter()
+                    .map(|s| s.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+    }
+
+    let mut reports = Vec::new();
+    for driver in &found.verified {
+        let suspect = names.get(&driver.suspect_entry);
+        let name = suspect.map_or_else(
+            || format!("<image at {:#x}>", driver.image_base),
+            |s| s.name.clone(),
+        );
+        if !options.drivers.is_empty() && !options.drivers.iter().any(|w| same_driver(w, &name)) {
+            continue;
+        }
+        let scan = trackers::scan(mem, &nt, driver, build).await?;
+        problems.extend(scan.problems.iter().map(|p| format!("{name}: {p}")));
+        let tracked_bytes: u64 = scan.allocations.iter().map(|a| a.size).sum();
+        let counted = driver.counters.nonpaged_bytes + driver.counters.paged_bytes;
+        if tracked_bytes != counted {
+            problems.push(format!(
+                "{name}: the trackers hold {tracked_bytes:#x} bytes but the counters say {counted:#x}"
+            ));
+        }
+        reports.push(DriverReport {
+            name,
+            entry: driver.suspect_entry,
+            state: suspect.map_or("Loaded", |s| s.state()).to_string(),
+            image_base: Some(driver.image_base),
+            image_size: Some(driver.image_size),
+            counters: driver.counters.clone(),
+            allocations: scan
+                .allocations
+                .into_iter()
+                .map(|t| Allocation {
+                    address: t.address,
+                    size: t.size,
+                    tag: trackers::tag_text(t.tag),
+                    caller: t.caller,
+                    caller_symbol: String::new(),
+                    pool: None,
+                    stack: Vec::new(),
+                    requested_size: None,
+                    thread: None,
+                    history: Vec::new(),
+                })
+                .collect(),
+        });
+    }
+
+    let log = if options.no_log {
+        None
+    } else {
+        match log::read_log(mem, &nt).await {
+            Ok(log) => log,
+            Err(VerifierError::Session(e)) => return Err(e.into()),
+            Err(e) => {
+                problems.push(format!("the allocation log could not be read: {e}"));
+                None
+            }
+        }
+    };
+    if let Some(log) = &log {
+        info!(
+            records = log.records.len(),
+            length = log.length,
+            "read the allocation log"
+        );
+        verifier.log = Some(LogSummary {
+            length: log.length,
+            index: log.index,
+            frames_per_record: log.frames_per_record,
+            records: log.records.len() as u64,
+        });
+        attach_log(&mut reports, log, options.history_limit.max(1));
+    }
+
+    let space = address_space(&ctx.modules.modules, &reports, symbols).await;
+    symbolize(&mut reports, &space);
+
+    Ok(LeakReport {
+        schema_version: SCHEMA_VERSION,
+        target: TargetSummary {
+            build,
+            kernel_base: ctx.version.kern_base,
+            time: now_rfc3339(),
+            connection: options.connection.clone(),
+        },
+        verifier,
+        drivers: reports,
+        sites: Vec::new(),
+        complete: problems.is_empty() && ctx.modules.complete,
+        incomplete_reasons: problems
+            .into_iter()
+            .chain(ctx.modules.problem.clone())
+            .collect(),
+    })
+}
+
+/// Gives every allocation its newest allocation record (the newest record at exactly its
+/// address) and its history, from one pass over the log.
+fn attach_log(reports: &mut [DriverReport], log: &Log, history_limit: usize) {
+    let mut addresses: Vec<u64> = reports
+        .iter()
+        .flat_map(|d| d.allocations.iter().map(|a| a.address))
+        .collect();
+    addresses.sort_unstable();
+    addresses.dedup();
+    let hits = index_by_address(log, &addresses);
+    let by_address: HashMap<u64, &Vec<usize>> =
+        addresses.iter().copied().zip(hits.iter()).collect();
+    for allocation in reports.iter_mut().flat_map(|d| d.allocations.iter_mut()) {
+        let Some(records) = by_address.get(&allocation.address) else {
+            continue;
+        };
+        let newest = records
+            .iter()
+            .map(|&i| &log.records[i])
+            .find(|r| r.address == allocation.address);
+        if let Some(record) = newest {
+            allocation.stack = record.frames.iter().map(|&a| frame(a)).collect();
+            allocation.requested_size = Some(record.size);
+            allocation.thread = Some(record.thread);
+        }
+        allocation.history = records
+            .iter()
+            .take(history_limit)
+            .map(|&i| {
+                let r = &log.records[i];
+                LogRecord {
+                    slot: r.slot,
+                    address: r.address,
+                    size: r.size,
+                    thread: r.thread,
+                    stack: r.frames.iter().map(|&a| frame(a)).collect(),
+                }
+            })
+            .collect();
+    }
+}
+
+fn frame(address: u64) -> Frame {
+    Frame {
+        address,
+        symbol: String::new(),
+    }
+}
+
+/// Loads the PDB of every module that a caller or frame falls in (the others are not needed).
+async fn address_space(
+    modules: &[Module],
+    reports: &[DriverReport],
+    symbols: &Arc<Symbols>,
+) -> AddressSpace {
+    let mut wanted = vec![false; modules.len()];
+    let addresses = reports.iter().flat_map(|d| {
+        d.allocations.iter().flat_map(|a| {
+            std::iter::once(a.caller)
+                .chain(a.stack.iter().map(|f| f.address))
+                .chain(
+                    a.history
+                        .iter()
+                        .flat_map(|h| h.stack.iter().map(|f| f.address)),
+                )
+        })
+    });
+    for address in addresses {
+        if let Some(i) = modules
+            .iter()
+            .position(|m| (m.base..m.end()).contains(&address))
+        {
+            wanted[i] = true;
+        }
+    }
+    let mut space = AddressSpace::new();
+    for (module, wanted) in modules.iter().zip(wanted) {
+        let pdb = match (&module.pdb, wanted) {
+            (Some(rsds), true) => match load_pdb(symbols, rsds.clone()).await {
+                Ok(pdb) => Some(pdb),
+                Err(error) => {
+                    warn!(module = %module.name, %error, "no symbols; frames show module+offset");
+                    None
+                }
+            },
+            _ => None,
+        };
+        space.add(
+            &module_display_name(&module.name),
+            module.base,
+            u64::from(module.size),
+            pdb.as_deref(),
+        );
+    }
+    space
+}
+
+fn symbolize(reports: &mut [DriverReport], space: &AddressSpace) {
+    for allocation in reports.iter_mut().flat_map(|d| d.allocations.iter_mut()) {
+        allocation.caller_symbol = space.symbolize(allocation.caller);
+        for frame in allocation.stack.iter_mut().chain(
+            allocation
+                .history
+                .iter_mut()
+                .flat_map(|h| h.stack.iter_mut()),
+        ) {
+            frame.symbol = space.symbolize(frame.address);
+        }
+    }
+}
+
+/// The host's clock, RFC 3339 UTC, without a date crate: seconds since the epoch converted by
+/// the civil-from-days algorithm.
+fn now_rfc3339() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}

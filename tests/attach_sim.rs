@@ -1,0 +1,220 @@
+//! `kdleak attach` against the simulated target: the reference scenario of verifier.md §1.
+
+use std::time::Duration;
+
+use kdleak::attach::{self, AttachOptions};
+use kdleak::connect::ConnectSpec;
+use kdleak::session::SessionOptions;
+use kdleak::sim::isf::{read_field, Isf};
+use kdleak::sim::scenario::Scenario;
+use kdleak::stop::StopOptions;
+use kdleak::verifier::{LeakReport, PullOptions};
+
+fn options() -> AttachOptions {
+    let mut symbols = kdleak::symbols::SymbolOptions::new(Some("")).unwrap();
+    symbols.offline = true;
+    AttachOptions {
+        stop: StopOptions {
+            session: SessionOptions {
+                handle_signals: false,
+                ..SessionOptions::default()
+            },
+            symbols: Some(symbols),
+            ..StopOptions::default()
+        },
+        pull: PullOptions {
+            history_limit: 8,
+            ..PullOptions::default()
+        },
+    }
+}
+
+async fn pull(scenario: &str) -> kdleak::verifier::LeakReport {
+    let spec: ConnectSpec = format!("sim:{scenario}").parse().unwrap();
+    tokio::time::timeout(Duration::from_secs(120), attach::run(&spec, &options()))
+        .await
+        .expect("timed out")
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_win7_seed_table_and_stack() {
+    let report = pull("win7-myfault").await;
+    assert!(report.complete, "{:?}", report.incomplete_reasons);
+    let driver = report
+        .drivers
+        .iter()
+        .find(|d| d.name == "myfault.sys")
+        .unwrap();
+    let rows: Vec<(u64, u64, &str, u64)> = driver
+        .allocations
+        .iter()
+        .map(|a| (a.address, a.size, a.tag.as_str(), a.caller))
+        .collect();
+    let seed: Vec<u64> = vec![
+        0xfffffa8005400000,
+        0xfffffa80052fb000,
+        0xfffffa8005200000,
+        0xfffffa80050fb000,
+        0xfffffa8005000000,
+        0xfffffa8004efb000,
+        0xfffffa8004e00000,
+        0xfffffa8004cfb000,
+        0xfffffa8004c00000,
+        0xfffffa8004a66000,
+    ];
+    assert_eq!(
+        rows,
+        seed.iter()
+            .map(|&a| (a, 0xfb000, "Leak", 0xfffff8800447d634))
+            .collect::<Vec<_>>()
+    );
+
+    // The seed's stack for fffffa8005400000, frame by frame (verifier.md §1).
+    let first = &driver.allocations[0];
+    let stack: Vec<&str> = first.stack.iter().map(|f| f.symbol.as_str()).collect();
+    assert_eq!(
+        stack,
+        [
+            "nt!VeAllocatePoolWithTagPriority+0x2b6",
+            "nt!VerifierExAllocatePoolEx+0x1d",
+            "myfault!MyfaultDeviceControl+0x358",
+            "myfault!MyfaultDispatch+0xb7",
+            "nt!IovCallDriver+0xa0",
+            "nt!IopXxxControlFile+0x607",
+            "nt!NtDeviceIoControlFile+0x56",
+            "nt!KiSystemServiceCopyEnd+0x13",
+        ]
+    );
+    assert_eq!(first.stack[2].address, 0xfffff8800447d634);
+    assert_eq!(first.stack[3].address, 0xfffff8800447d727);
+    assert_eq!(first.requested_size, Some(0xfa000));
+    assert_eq!(first.thread, Some(0xfffffa80044ceb60));
+    assert_eq!(first.caller_symbol, "myfault!MyfaultDeviceControl+0x358");
+    assert_eq!(driver.entry, 0xfffffa80031b5830);
+    assert_eq!(driver.counters.nonpaged_bytes, 0x9ce000);
+    assert_eq!(driver.state, "Loaded");
+    assert_eq!(
+        report.verifier.statistics["AllocationsSucceededSpecialPool"],
+        0xa
+    );
+}
+
+/// One allocation without its build-specific addresses: size, tag, caller symbol, stack symbols.
+type LogicalAllocation = (u64, String, String, Vec<String>);
+
+/// What the JSON says, with the build-specific addresses left out.
+fn logical(report: &LeakReport) -> Vec<(String, Vec<LogicalAllocation>)> {
+    report
+        .drivers
+        .iter()
+        .map(|d| {
+            (
+                d.name.clone(),
+                d.allocations
+                    .iter()
+                    .map(|a| {
+                        (
+                            a.size,
+                            a.tag.clone(),
+                            a.caller_symbol.clone(),
+                            a.stack.iter().map(|f| f.symbol.clone()).collect(),
+                        )
+                    })
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn win7_win10_and_win11_give_the_same_logical_report() {
+    let win7 = pull("win7-myfault").await;
+    for scenario in ["win10-myfault", "win11-myfault"] {
+        let other = pull(scenario).await;
+        assert!(other.complete, "{scenario}: {:?}", other.incomplete_reasons);
+        assert_eq!(logical(&other), logical(&win7), "{scenario}");
+        // Windows 11 adds AllocationFreed (verifier.md §3); every counter both builds have agrees.
+        for (name, value) in &win7.verifier.statistics {
+            assert_eq!(
+                other.verifier.statistics.get(name),
+                Some(value),
+                "{scenario} {name}"
+            );
+        }
+    }
+}
+
+/// Outstanding set and newest stacks of a generated scenario with special-pool odd sizes,
+/// freed slots and a wrapped log, against the scenario's own layout (read back through the ISF).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_generated_scenario_with_odd_special_pool_frees_and_a_wrapped_log() {
+    let name = "gen:build=19041,drivers=3,allocs=1500,log=1.0,ring=4096,free=10,seed=5";
+    let layout = Scenario::resolve(name)
+        .unwrap()
+        .build_in(kdleak::sim::scenario::default_root())
+        .unwrap();
+    let report = pull(name).await;
+    assert!(report.complete, "{:?}", report.incomplete_reasons);
+
+    // The scenario's truth: outstanding allocations, and the ring's records by exact address.
+    let outstanding: Vec<_> = layout.allocations.iter().filter(|a| !a.freed).collect();
+    assert!(
+        outstanding.iter().any(|a| a.charged % 2 == 1),
+        "no odd special-pool size"
+    );
+    assert!(
+        layout.allocations.iter().any(|a| a.freed && !a.churn),
+        "no freed slot"
+    );
+    let isf = Isf::load(&layout.isf_path).unwrap();
+    let field = |f: &str| isf.field("_VF_POOL_TRACE", f).unwrap();
+    let (address_field, stack_field) = (field("Address"), field("StackTrace"));
+    let mut logged = std::collections::HashSet::new();
+    let mut written = 0;
+    for slot in 0..layout.trace_length {
+        let at = layout.trace_array + slot * layout.trace_entry_size;
+        let bytes = layout
+            .image
+            .read(at, layout.trace_entry_size as usize)
+            .unwrap();
+        let address = read_field(&bytes, &address_field).unwrap();
+        if address != 0 {
+            logged.insert(address);
+            written += 1;
+        }
+    }
+    assert_eq!(written, layout.trace_length, "the ring is full");
+    assert!(
+        layout.allocations.len() as u64 > layout.trace_length,
+        "the ring wrapped"
+    );
+    let _ = stack_field;
+
+    let got: std::collections::HashMap<u64, &kdleak::verifier::Allocation> = report
+        .drivers
+        .iter()
+        .flat_map(|d| d.allocations.iter().map(|a| (a.address, a)))
+        .collect();
+    assert_eq!(got.len(), outstanding.len());
+    let mut with_stack = 0;
+    for want in &outstanding {
+        let have = got
+            .get(&want.address)
+            .unwrap_or_else(|| panic!("{:#x} missing", want.address));
+        assert_eq!(have.size, want.charged, "{:#x}", want.address);
+        assert_eq!(have.caller, want.caller, "{:#x}", want.address);
+        let frames: Vec<u64> = have.stack.iter().map(|f| f.address).collect();
+        if logged.contains(&want.address) {
+            assert_eq!(frames, want.stack, "newest stack of {:#x}", want.address);
+            with_stack += 1;
+        } else {
+            assert!(frames.is_empty(), "{:#x} has no record left", want.address);
+        }
+    }
+    assert!(
+        with_stack > 0 && with_stack < outstanding.len(),
+        "{with_stack} of {}",
+        outstanding.len()
+    );
+}
