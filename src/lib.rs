@@ -14,6 +14,7 @@ pub mod decode;
 pub mod info;
 pub mod kernel;
 pub mod kernel_context;
+pub mod report;
 pub mod session;
 pub mod sim;
 pub mod stop;
