@@ -444,3 +444,18 @@ fn control_packet_types_cannot_be_sent_as_data() {
         .send(PacketType::DebugIo, vec![0; 4001].into(), Instant::now())
         .is_err());
 }
+
+#[test]
+fn kdnet_ids_past_bit_11_are_new_packets_not_sync_or_duplicates() {
+    // WinDbg's counter reaches 0x80000800 after 1024 packets; bit 11 is SYNC only on KDCOM.
+    // (Found by a pull of Windows 11's 27 MB log: the target took packet 1025 for a repeat.)
+    let now = Instant::now();
+    let mut t = target(Dialect::Kdnet, Framing::Datagram);
+    for n in 0..3000u32 {
+        let id = 0x8000_0000 + 2 * n;
+        let p = Packet::data(PacketType::StateManipulate, id, payload("read"));
+        t.receive(&p.to_bytes(Framing::Datagram).unwrap(), now);
+    }
+    assert_eq!(received(&events(&mut t)).len(), 3000);
+    assert_eq!(t.stats().duplicates, 0);
+}

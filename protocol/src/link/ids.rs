@@ -122,7 +122,11 @@ impl RemoteIds {
         payload: &Bytes,
         strict: bool,
     ) -> Verdict {
-        let masked = id & !SYNC_PACKET_ID;
+        // SYNC is a KDCOM flag; on KDNET bit 11 is just part of the counter (kdnet.md §4.3).
+        let masked = match dialect {
+            Dialect::Kdcom => id & !SYNC_PACKET_ID,
+            Dialect::Kdnet => id,
+        };
         let verdict = if self.is_repeat(dialect, masked, payload) {
             Verdict::Duplicate
         } else if dialect == Dialect::Kdcom && id & SYNC_PACKET_ID != 0 {
