@@ -8,9 +8,11 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use kdleak::decode::{self, Decoded};
+use kdleak::report::{self, GroupBy};
 use kdleak::sim::{
     self, faults::FaultSpec, kdcom::KdcomConfig, kdnet::KdnetConfig, Machine, Transport,
 };
+use kdleak::stop::StopOptions;
 use kdproto::kdnet::Key;
 
 #[derive(Parser)]
@@ -31,8 +33,10 @@ struct Cli {
 enum Command {
     /// Decode a KDNET packet capture (pcap or pcapng, optionally .gz) with the session's key.
     Decode(DecodeArgs),
+    /// Break in, pull Driver Verifier's leak table and allocation stacks, resume the target.
+    Attach(Box<AttachArgs>),
     /// Attach to a target, print its build, kernel base, KDBG and module list, then resume it.
-    Info(InfoArgs),
+    Info(Box<InfoArgs>),
     /// Run a simulated Windows target (tiny built-in kernel) until Ctrl-C, for testing hosts.
     Sim(Box<SimArgs>),
 }
@@ -145,7 +149,8 @@ fn init_logging(verbose: u8) {
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Decode(args) => run_decode(args),
-        Command::Info(args) => run_info(args),
+        Command::Attach(args) => run_attach(*args),
+        Command::Info(args) => run_info(*args),
         Command::Sim(args) => run_sim(*args),
     }
 }
@@ -265,8 +270,9 @@ impl SymbolArgs {
 
 // ---- kdleak info (issue 4) -------------------------------------------------------------------
 
+/// How to reach a target: everything `info` and `attach` share.
 #[derive(clap::Args)]
-struct InfoArgs {
+struct TargetArgs {
     /// Connection, in WinDbg -k syntax: net:port=P,key=K | com:port=/dev/ttyS0,baud=115200 |
     /// com:pipe,port=/path/to/socket[,reconnect] | com:tcp,port=HOST:PORT | sim[:SCENARIO].
     conn: String,
@@ -287,34 +293,48 @@ struct InfoArgs {
     /// Leave the target stopped afterwards (the only way kdleak leaves it stopped).
     #[arg(long)]
     stay_broken: bool,
-    /// Output format.
-    #[arg(long, value_enum, default_value_t = Format::Text)]
-    format: Format,
     #[command(flatten)]
     symbols: SymbolArgs,
 }
 
-fn run_info(args: InfoArgs) -> Result<ExitCode> {
-    // A malformed --sympath/_NT_SYMBOL_PATH is a usage error before anything connects.
-    let symbol_options = args.symbols.options()?;
-    let key = match (&args.key.key, &args.key.key_file) {
-        (None, None) => None,
-        _ => Some(read_key(args.key)?),
-    };
-    let spec = kdleak::connect::parse(&args.conn, key)?;
-    let seconds = |s: f64| Duration::from_secs_f64(s.max(0.0));
-    let mut options = kdleak::info::InfoOptions {
-        symbols: Some(symbol_options),
-        ..kdleak::info::InfoOptions::default()
-    };
-    if let Some(bind) = args.bind {
-        options.open.bind = bind;
+impl TargetArgs {
+    /// The connection and how to use it. A malformed --sympath/_NT_SYMBOL_PATH, key or
+    /// connection string is a usage error before anything connects.
+    fn stop_options(self) -> Result<(kdleak::connect::ConnectSpec, StopOptions)> {
+        let symbols = self.symbols.options()?;
+        let key = match (&self.key.key, &self.key.key_file) {
+            (None, None) => None,
+            _ => Some(read_key(self.key)?),
+        };
+        let spec = kdleak::connect::parse(&self.conn, key)?;
+        let seconds = |s: f64| Duration::from_secs_f64(s.max(0.0));
+        let mut options = StopOptions {
+            symbols: Some(symbols),
+            ..StopOptions::default()
+        };
+        if let Some(bind) = self.bind {
+            options.open.bind = bind;
+        }
+        options.open.connect_timeout = seconds(self.connect_timeout);
+        options.session.connect_timeout = seconds(self.connect_timeout);
+        options.session.overall_timeout = self.timeout.map(seconds);
+        options.session.read_chunk = self.chunk;
+        options.session.stay_broken = self.stay_broken;
+        Ok((spec, options))
     }
-    options.open.connect_timeout = seconds(args.connect_timeout);
-    options.session.connect_timeout = seconds(args.connect_timeout);
-    options.session.overall_timeout = args.timeout.map(seconds);
-    options.session.read_chunk = args.chunk;
-    options.session.stay_broken = args.stay_broken;
+}
+
+#[derive(clap::Args)]
+struct InfoArgs {
+    #[command(flatten)]
+    target: TargetArgs,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+}
+
+fn run_info(args: InfoArgs) -> Result<ExitCode> {
+    let (spec, options) = args.target.stop_options()?;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     match runtime.block_on(kdleak::info::run(&spec, &options)) {
         Ok(info) => {
@@ -329,4 +349,85 @@ fn run_info(args: InfoArgs) -> Result<ExitCode> {
             Ok(ExitCode::from(error.exit_code()))
         }
     }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ReportFormat {
+    Text,
+    Json,
+    Csv,
+}
+
+#[derive(clap::Args)]
+struct AttachArgs {
+    #[command(flatten)]
+    target: TargetArgs,
+    /// Only this verified driver (repeatable; `.sys` optional). Default: every verified driver.
+    #[arg(long = "driver", value_name = "NAME")]
+    drivers: Vec<String>,
+    /// Skip the allocate/free log: no stacks, far less to read over a slow link.
+    #[arg(long)]
+    no_log: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+    format: ReportFormat,
+    /// Write the report to FILE (atomically) instead of standard output.
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+    /// Group the leak table by allocation site: the caller, the whole stack, or the pool tag.
+    #[arg(long, value_enum, default_value_t = GroupBy::Caller)]
+    group_by: GroupBy,
+    /// Text: print every log record of each block (allocations and frees), not only the newest
+    /// allocation.
+    #[arg(long)]
+    history: bool,
+}
+
+fn run_attach(args: AttachArgs) -> Result<ExitCode> {
+    let (spec, stop) = args.target.stop_options()?;
+    let options = kdleak::attach::AttachOptions {
+        stop,
+        pull: kdleak::verifier::PullOptions {
+            drivers: args.drivers,
+            no_log: args.no_log,
+            history_limit: if args.history { 64 } else { 8 },
+            connection: String::new(),
+        },
+    };
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    let mut report = match runtime.block_on(kdleak::attach::run(&spec, &options)) {
+        Ok(report) => report,
+        Err(error) => {
+            eprintln!("kdleak: error: {error}");
+            return Ok(ExitCode::from(error.exit_code()));
+        }
+    };
+    report.sites = report::sites(&report, args.group_by);
+    let rendered = match args.format {
+        ReportFormat::Text => report::text::render(
+            &report,
+            &report::text::TextOptions {
+                group_by: args.group_by,
+                history: args.history,
+                ..report::text::TextOptions::default()
+            },
+        ),
+        ReportFormat::Json => report::json::render(&report),
+        ReportFormat::Csv => report::csv::render(&report),
+    };
+    match &args.out {
+        Some(path) => report::write_atomically(path, rendered.as_bytes())
+            .with_context(|| format!("cannot write {}", path.display()))?,
+        None => {
+            use std::io::Write as _;
+            std::io::stdout().lock().write_all(rendered.as_bytes())?;
+        }
+    }
+    if !report.complete {
+        eprintln!(
+            "kdleak: the report is incomplete: {}",
+            report.incomplete_reasons.join("; ")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
