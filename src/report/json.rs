@@ -1,4 +1,4 @@
-//! The JSON output (documented in `JSON.md`, versioned by `schema_version`).
+//! The JSON output (documented in the README, "JSON output"; versioned by `schema_version`).
 
 use crate::verifier::model::LeakReport;
 

@@ -1,5 +1,5 @@
 //! Output formats for the leak pull's [`LeakReport`]: WinDbg-compatible text ([`text`]), JSON
-//! ([`json`], documented in `JSON.md`) and CSV ([`csv`]); the leak table of allocation sites
+//! ([`json`], documented in the README) and CSV ([`csv`]); the leak table of allocation sites
 //! ([`sites`]); and [`write_atomically`] for `--out`.
 
 pub mod csv;
