@@ -2,72 +2,13 @@
 //! Unix socket and KDNET, the target running afterwards (sim state file), and the documented
 //! failures: pool tracking off, a driver that is not verified, no kernel PDB.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Output;
+use std::time::Duration;
 
 use serde_json::Value;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn kdleak() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_kdleak"));
-    command
-        .current_dir(root())
-        .env_remove("KDLEAK_KEY")
-        .env_remove("_NT_SYMBOL_PATH")
-        .env_remove("_NT_ALT_SYMBOL_PATH");
-    command
-}
-
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn(mut command: Command) -> Running {
-    Running(
-        command
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    )
-}
-
-fn finish(mut running: Running, limit: Duration) -> Output {
-    let deadline = Instant::now() + limit;
-    while running.0.try_wait().unwrap().is_none() {
-        assert!(
-            Instant::now() < deadline,
-            "kdleak did not finish within {limit:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let child = std::mem::replace(&mut running.0, Command::new("true").spawn().unwrap());
-    child.wait_with_output().unwrap()
-}
-
-fn state(path: &Path) -> Value {
-    std::fs::read_to_string(path)
-        .ok()
-        .and_then(|text| serde_json::from_str(&text).ok())
-        .unwrap_or(Value::Null)
-}
-
-fn wait_for(what: &str, mut ready: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !ready() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+mod common;
+use common::*;
 
 /// Serves `scenario` on a Unix socket, runs `kdleak attach` with `args`, checks the target runs
 /// afterwards, and returns attach's output.
@@ -81,7 +22,9 @@ fn attach_over_pipe(scenario: &str, fixture: &str, args: &[&str]) -> Output {
         .arg("--state-file")
         .arg(&state_file);
     let _sim = spawn(sim);
-    wait_for("the sim's socket", || socket.exists());
+    wait_for("the sim's socket", Duration::from_secs(30), || {
+        socket.exists()
+    });
     let mut attach = kdleak();
     attach
         .arg("attach")
@@ -90,7 +33,7 @@ fn attach_over_pipe(scenario: &str, fixture: &str, args: &[&str]) -> Output {
         .arg(root().join("captures/fixtures").join(fixture))
         .args(args);
     let out = finish(spawn(attach), Duration::from_secs(120));
-    wait_for("the target running again", || {
+    wait_for("the target running again", Duration::from_secs(30), || {
         let s = state(&state_file);
         s["state"] == "running" && s["continues"] == 1
     });
@@ -185,7 +128,7 @@ fn json_over_kdnet_for_win11_written_atomically() {
         .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
         .collect();
     assert!(leftovers.is_empty(), "temp files left: {leftovers:?}");
-    wait_for("the target running again", || {
+    wait_for("the target running again", Duration::from_secs(30), || {
         let s = state(&state_file);
         s["state"] == "running" && s["continues"] == 1
     });

@@ -4,80 +4,15 @@
 //! target running afterwards. Also: SIGINT while kdleak is broken in mid-read still resumes the
 //! target, as the sim's state file proves.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use serde_json::Value;
 
+mod common;
+use common::*;
+
 const KEY: &str = "1.2.3.4";
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn kdleak() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_kdleak"));
-    command.current_dir(root()).env_remove("KDLEAK_KEY");
-    command
-}
-
-/// Kills the child on drop, so a failing assertion never leaves a process behind.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn(mut command: Command) -> Running {
-    Running(
-        command
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    )
-}
-
-fn finish(running: Running, limit: Duration) -> Output {
-    let mut running = running;
-    let deadline = Instant::now() + limit;
-    while running.0.try_wait().unwrap().is_none() {
-        assert!(
-            Instant::now() < deadline,
-            "kdleak did not finish within {limit:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let child = std::mem::replace(&mut running.0, Command::new("true").spawn().unwrap());
-    child.wait_with_output().unwrap()
-}
-
-fn state(path: &Path) -> Value {
-    std::fs::read_to_string(path)
-        .ok()
-        .and_then(|text| serde_json::from_str(&text).ok())
-        .unwrap_or(Value::Null)
-}
-
-fn wait_for(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !ready() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn fixture(scenario: &str) -> &'static str {
     match scenario {

@@ -80,6 +80,27 @@ pub async fn read_exact<M: Memory>(
     }
 }
 
+/// Reads the UTF-16 text of a UNICODE_STRING (`len` bytes at `buffer`), at most `max_bytes`;
+/// an empty or NULL string is empty.
+pub async fn read_utf16<M: Memory>(
+    mem: &mut M,
+    buffer: u64,
+    len: usize,
+    max_bytes: usize,
+    what: &str,
+) -> Result<String> {
+    let len = len.min(max_bytes) & !1;
+    if len == 0 || buffer == 0 {
+        return Ok(String::new());
+    }
+    let bytes = read_exact(mem, buffer, len, what).await?;
+    let units: Vec<u16> = bytes
+        .chunks_exact(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        .collect();
+    Ok(String::from_utf16_lossy(&units))
+}
+
 pub async fn read_u64<M: Memory>(mem: &mut M, address: u64, what: &str) -> Result<u64> {
     let bytes = read_exact(mem, address, 8, what).await?;
     Ok(le_u64(&bytes, 0))

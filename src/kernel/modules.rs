@@ -68,17 +68,9 @@ async fn read_unicode_string<M: Memory>(
     at: usize,
     layout: &ModuleLayout,
 ) -> Result<String> {
-    let len = (le_u16(entry, at) as usize).min(MAX_NAME_BYTES) & !1;
+    let len = le_u16(entry, at) as usize;
     let buffer = le_u64(entry, at + layout.unicode_string_buffer);
-    if len == 0 || buffer == 0 {
-        return Ok(String::new());
-    }
-    let bytes = read_exact(mem, buffer, len, "module name").await?;
-    let units: Vec<u16> = bytes
-        .chunks_exact(2)
-        .map(|c| u16::from_le_bytes([c[0], c[1]]))
-        .collect();
-    Ok(String::from_utf16_lossy(&units))
+    super::read_utf16(mem, buffer, len, MAX_NAME_BYTES, "module name").await
 }
 
 /// Walks the list whose head is at `head`, reading each module's PDB identity as well.

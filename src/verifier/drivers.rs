@@ -4,11 +4,11 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::kernel::Memory;
+use crate::kernel::{self, Memory};
 
 use super::error::{Result, VerifierError};
 use super::facts;
-use super::layout::{read, read_u64, Nt};
+use super::layout::{read_u64, Nt};
 use super::model::DriverCounters;
 
 /// One `_VF_SUSPECT_DRIVER_ENTRY`: a configured driver name.
@@ -65,17 +65,14 @@ pub async fn read_drivers<M: Memory>(mem: &mut M, nt: &Nt<'_>) -> Result<Drivers
 
 async fn read_unicode<M: Memory>(mem: &mut M, nt: &Nt<'_>, address: u64) -> Result<String> {
     let s = nt.read(mem, "_UNICODE_STRING", address).await?;
-    let len = (s.get("Length")? as usize).min(1024) & !1;
-    let buffer = s.get("Buffer")?;
-    if len == 0 || buffer == 0 {
-        return Ok(String::new());
-    }
-    let bytes = read(mem, buffer, len, "driver name").await?;
-    let units: Vec<u16> = bytes
-        .chunks_exact(2)
-        .map(|c| u16::from_le_bytes([c[0], c[1]]))
-        .collect();
-    Ok(String::from_utf16_lossy(&units))
+    Ok(kernel::read_utf16(
+        mem,
+        s.get("Buffer")?,
+        s.get("Length")? as usize,
+        1024,
+        "driver name",
+    )
+    .await?)
 }
 
 async fn read_suspects<M: Memory>(mem: &mut M, nt: &Nt<'_>, out: &mut Drivers) -> Result<()> {
