@@ -21,4 +21,5 @@ pub mod stop;
 pub mod symbols;
 pub mod transport;
 pub mod verifier;
+pub mod watch;
 pub use kdproto;

@@ -35,6 +35,9 @@ enum Command {
     Decode(DecodeArgs),
     /// Break in, pull Driver Verifier's leak table and allocation stacks, resume the target.
     Attach(Box<AttachArgs>),
+    /// Poll a running target: break in, pull, resume every INTERVAL; a JSONL series, growth per
+    /// allocation site, suspected leaks, an HTML report.
+    Watch(Box<WatchArgs>),
     /// Attach to a target, print its build, kernel base, KDBG and module list, then resume it.
     Info(Box<InfoArgs>),
     /// Run a simulated Windows target (tiny built-in kernel) until Ctrl-C, for testing hosts.
@@ -74,7 +77,8 @@ struct SimArgs {
     /// KDCOM: largest KD packet payload (default and maximum 4000).
     #[arg(long, value_name = "BYTES")]
     max_packet: Option<usize>,
-    /// Serve this scenario: a built-in name (win7-myfault, win10-myfault, win11-myfault), a
+    /// Serve this scenario: a built-in name (win7-myfault, win10-myfault, win11-myfault,
+    /// watch-leak), a
     /// generated one (gen:build=19041,drivers=20,allocs=5000,log=1.0,seed=1) or a scenario TOML
     /// file. Default: a tiny built-in kernel without verifier data.
     #[arg(long, value_name = "NAME|FILE")]
@@ -83,6 +87,9 @@ struct SimArgs {
     /// jitter=1ms,baud=115200,reboot_after=20s,stall_after=1m,seed=7.
     #[arg(long, value_name = "SPEC", default_value = "")]
     faults: FaultSpec,
+    /// Compress the scenario timeline's target time: 60 = one target minute per wall second.
+    #[arg(long, value_name = "FACTOR", default_value_t = 1.0)]
+    time_scale: f64,
 }
 
 /// The KDNET key, from the command line, the environment or a file (the last two keep it out of
@@ -151,6 +158,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Decode(args) => run_decode(args),
         Command::Attach(args) => run_attach(*args),
         Command::Info(args) => run_info(*args),
+        Command::Watch(args) => run_watch(*args),
         Command::Sim(args) => run_sim(*args),
     }
 }
@@ -183,12 +191,16 @@ fn run_sim(args: SimArgs) -> Result<ExitCode> {
             max_packet: args.max_packet,
         }),
     };
-    let machine = match &args.scenario {
+    let mut machine = match &args.scenario {
         None => Machine::default(),
         Some(name) => {
             Machine::for_scenario(name).with_context(|| format!("cannot load scenario {name}"))?
         }
     };
+    if !(args.time_scale.is_finite() && args.time_scale > 0.0) {
+        anyhow::bail!("--time-scale must be a positive number");
+    }
+    machine.set_time_scale(args.time_scale);
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
@@ -430,4 +442,137 @@ fn run_attach(args: AttachArgs) -> Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+// ---- kdleak watch (issue 7) ------------------------------------------------------------------
+
+fn parse_duration_arg(text: &str) -> std::result::Result<Duration, String> {
+    kdleak::sim::timeline::parse_duration(text)
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("`{text}` is not a duration (e.g. 500ms, 60s, 5m, 2h)"))
+}
+
+#[derive(clap::Args)]
+struct WatchArgs {
+    #[command(flatten)]
+    target: TargetArgs,
+    /// Time between polls (e.g. 60s, 5m, 500ms).
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration_arg)]
+    interval: Duration,
+    /// Stop after N polls.
+    #[arg(long, value_name = "N", conflicts_with = "duration")]
+    count: Option<u64>,
+    /// Stop when the next poll would start later than this after the first (e.g. 2h).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
+    duration: Option<Duration>,
+    /// Only this verified driver (repeatable; `.sys` optional). Default: every verified driver.
+    #[arg(long = "driver", value_name = "NAME")]
+    drivers: Vec<String>,
+    /// The series: one JSON record per poll, appended and flushed line by line.
+    #[arg(long, value_name = "FILE")]
+    out: PathBuf,
+    /// Write a self-contained HTML report (chart + suspected leaks), refreshed after each poll.
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
+    /// Exit 1 (and stop) once outstanding bytes grew by more than BYTES since the first poll.
+    #[arg(long, value_name = "BYTES")]
+    fail_on_growth: Option<u64>,
+    /// Consecutive growing polls that flag a site as a suspected leak.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    growth_polls: u32,
+    /// Group allocations into sites by caller, whole stack or pool tag.
+    #[arg(long, value_enum, default_value_t = GroupBy::Caller)]
+    group_by: GroupBy,
+    /// The final summary on standard output.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+    /// No live view on standard error.
+    #[arg(long)]
+    quiet: bool,
+    /// Give up (exit 3) after polls have failed for this long.
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_duration_arg)]
+    give_up_after: Duration,
+}
+
+fn run_watch(args: WatchArgs) -> Result<ExitCode> {
+    let (spec, stop) = args.target.stop_options()?;
+    if args.growth_polls == 0 {
+        anyhow::bail!("--growth-polls must be at least 1");
+    }
+    let options = kdleak::watch::WatchOptions {
+        stop,
+        pull: kdleak::verifier::PullOptions {
+            drivers: args.drivers,
+            no_log: false,
+            history_limit: 1,
+            connection: String::new(),
+        },
+        interval: args.interval,
+        count: args.count,
+        duration: args.duration,
+        out: args.out.clone(),
+        report: args.report.clone(),
+        fail_on_growth: args.fail_on_growth,
+        group_by: args.group_by,
+        growth_polls: args.growth_polls,
+        live: !args.quiet,
+        give_up_after: args.give_up_after,
+        ..kdleak::watch::WatchOptions::default()
+    };
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    let outcome = runtime
+        .block_on(kdleak::watch::run(&spec, &options))
+        .with_context(|| format!("cannot write {}", args.out.display()))?;
+    let last = outcome.records.iter().rev().find(|r| r.ok);
+    let leaks = last.map(|r| r.suspected_leaks.clone()).unwrap_or_default();
+    match args.format {
+        Format::Json => {
+            let summary = serde_json::json!({
+                "polls": outcome.records.len(),
+                "failed_polls": outcome.records.iter().filter(|r| !r.ok).count(),
+                "end": match &outcome.end {
+                    kdleak::watch::WatchEnd::Finished => "finished".to_string(),
+                    kdleak::watch::WatchEnd::GrowthExceeded { .. } => "growth_exceeded".to_string(),
+                    kdleak::watch::WatchEnd::Interrupted(_) => "interrupted".to_string(),
+                    kdleak::watch::WatchEnd::Failed(e) => format!("failed: {e}"),
+                },
+                "exit_code": outcome.end.exit_code(),
+                "growth_bytes": last.map_or(0, |r| r.growth_bytes),
+                "outstanding_bytes": last.map_or(0, |r| r.outstanding_bytes),
+                "suspected_leaks": leaks,
+            });
+            println!("{}", serde_json::to_string_pretty(&summary)?);
+        }
+        Format::Text => {
+            println!(
+                "kdleak watch: {} polls, outstanding {} bytes, growth {:+} bytes",
+                outcome.records.len(),
+                last.map_or(0, |r| r.outstanding_bytes),
+                last.map_or(0, |r| r.growth_bytes)
+            );
+            if leaks.is_empty() {
+                println!("no suspected leaks");
+            }
+            for leak in &leaks {
+                println!(
+                    "suspected leak: {} ({}) {} bytes in {} blocks, grew {} polls in a row",
+                    leak.site, leak.driver, leak.bytes, leak.count, leak.growth_streak
+                );
+                for frame in &leak.stack {
+                    println!("    {:#018x} {}", frame.address, frame.symbol);
+                }
+            }
+        }
+    }
+    match &outcome.end {
+        kdleak::watch::WatchEnd::Finished => {}
+        kdleak::watch::WatchEnd::GrowthExceeded { growth, limit } => eprintln!(
+            "kdleak: outstanding bytes grew by {growth}, more than --fail-on-growth {limit}"
+        ),
+        kdleak::watch::WatchEnd::Interrupted(name) => {
+            eprintln!("kdleak: interrupted by {name}; the target was resumed")
+        }
+        kdleak::watch::WatchEnd::Failed(error) => eprintln!("kdleak: error: {error}"),
+    }
+    Ok(ExitCode::from(outcome.end.exit_code()))
 }

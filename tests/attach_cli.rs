@@ -78,7 +78,7 @@ fn the_reference_report_over_a_unix_socket_and_the_target_runs_afterwards() {
 }
 
 #[test]
-fn json_over_kdnet_for_win11_written_atomically() {
+fn json_over_kdnet_for_win10_written_atomically() {
     let dir = tempfile::tempdir().unwrap();
     let state_file = dir.path().join("state.json");
     let out_file = dir.path().join("report.json");
@@ -94,17 +94,18 @@ fn json_over_kdnet_for_win11_written_atomically() {
         .args(["--format", "json", "--offline", "--out"])
         .arg(&out_file)
         .arg("--sympath")
-        .arg(root().join("captures/fixtures/win11-22000"));
+        .arg(root().join("captures/fixtures/win10-19041"));
     let attach = spawn(attach);
     std::thread::sleep(Duration::from_millis(300));
     let mut sim = kdleak();
-    sim.args(["sim", "--scenario", "win11-myfault", "--key", "1.2.3.4"])
+    sim.args(["sim", "--scenario", "win10-myfault", "--key", "1.2.3.4"])
         .args(["--poke-interval", "0.2", "--kdnet"])
         .arg(format!("127.0.0.1:{port}"))
         .arg("--state-file")
         .arg(&state_file);
     let _sim = spawn(sim);
-    let out = finish(attach, Duration::from_secs(120));
+    // An 8 MiB log in ~1 KiB KDNET reads, debug builds on a busy 2-core machine: generous.
+    let out = finish(attach, Duration::from_secs(300));
     assert!(
         out.status.success(),
         "{}",
@@ -112,7 +113,7 @@ fn json_over_kdnet_for_win11_written_atomically() {
     );
     let json: Value = serde_json::from_str(&std::fs::read_to_string(&out_file).unwrap()).unwrap();
     assert_eq!(json["schema_version"], 1);
-    assert_eq!(json["target"]["build"], 22000);
+    assert_eq!(json["target"]["build"], 19041);
     assert_eq!(json["complete"], true);
     let driver = &json["drivers"][0];
     assert_eq!(driver["name"], "myfault.sys");

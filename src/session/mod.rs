@@ -118,6 +118,9 @@ pub struct SessionStats {
     pub cache_hits: u64,
     pub stale_replies: u64,
     pub bytes_in: u64,
+    /// KD bytes sent (packet headers and payloads, break-in bytes), as framed by the link.
+    #[serde(default)]
+    pub bytes_out: u64,
 }
 
 /// A host session with a target. See the module documentation.
@@ -499,6 +502,10 @@ impl Session {
                     "->"
                 ),
             }
+            self.stats.bytes_out += match &transmit {
+                Transmit::BreakIn => 1,
+                Transmit::Packet(p) => (kdproto::kd::HEADER_LEN + p.payload.len()) as u64,
+            };
             self.transport.send(&transmit).await?;
         }
         Ok(())

@@ -16,6 +16,7 @@ use super::breakpoints::BreakpointTable;
 use super::kernel::{self, KernelLayout};
 use super::memory::SimMemory;
 use super::scenario::{MemoryImage, Scenario, ScenarioError};
+use super::timeline::Timeline;
 
 /// IA32_EFER.
 pub const MSR_EFER: u32 = 0xC000_0080;
@@ -86,6 +87,8 @@ pub struct Machine {
     pub cpus: Vec<Cpu>,
     pub msrs: BTreeMap<u32, u64>,
     pub breakpoints: BreakpointTable,
+    /// Changes applied while the target runs (a scenario's `[[timeline]]`), if any.
+    pub timeline: Option<Box<Timeline>>,
 }
 
 impl Machine {
@@ -134,8 +137,26 @@ impl Machine {
 impl Machine {
     /// The machine for a scenario name or file ([`Scenario::resolve`]), laid out.
     pub fn for_scenario(name_or_path: &str) -> Result<Machine, ScenarioError> {
-        let image = Scenario::resolve(name_or_path)?.build()?;
-        Ok(Machine::builder().image(image).build())
+        let scenario = Scenario::resolve(name_or_path)?;
+        let report = scenario.build_in(super::scenario::default_root())?;
+        let timeline = Timeline::new(&scenario, &report)?;
+        let mut machine = Machine::builder().image(report.image).build();
+        machine.timeline = timeline.map(Box::new);
+        Ok(machine)
+    }
+
+    /// Compresses the timeline's target time (60: one target minute per wall second).
+    pub fn set_time_scale(&mut self, scale: f64) {
+        if let Some(timeline) = &mut self.timeline {
+            timeline.set_time_scale(scale);
+        }
+    }
+
+    /// Lets `wall` of running time pass for the timeline (changes fall due and are applied).
+    pub fn run_for(&mut self, wall: std::time::Duration) {
+        if let Some(timeline) = &mut self.timeline {
+            timeline.run_for(&mut self.memory, wall);
+        }
     }
 }
 
@@ -261,6 +282,7 @@ impl MachineBuilder {
             cpus,
             msrs: self.msrs,
             breakpoints: BreakpointTable::default(),
+            timeline: None,
         }
     }
 

@@ -22,6 +22,7 @@ pub mod requests;
 pub mod scenario;
 pub mod stats;
 pub mod target;
+pub mod timeline;
 
 pub use machine::{Machine, MachineBuilder};
 pub use memory::SimMemory;

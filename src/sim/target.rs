@@ -91,6 +91,8 @@ pub struct TargetCore {
     current_cpu: u16,
     stop: StopState,
     stats: SimStats,
+    /// Since when the target runs (its timeline's clock advances only while it runs).
+    running_since: Option<Instant>,
 }
 
 impl TargetCore {
@@ -103,6 +105,15 @@ impl TargetCore {
             current_cpu: 0,
             stop: StopState::default(),
             stats: SimStats::default(),
+            running_since: Some(Instant::now()),
+        }
+    }
+
+    /// Lets the machine's timeline catch up with the time it ran until `now`.
+    fn run_until(&mut self, now: Instant) {
+        if let Some(since) = self.running_since {
+            self.machine.run_for(now.saturating_duration_since(since));
+            self.running_since = Some(now.max(since));
         }
     }
 
@@ -175,6 +186,7 @@ impl TargetCore {
         self.current_cpu = 0;
         self.stop = StopState::default();
         self.stats.reboots += 1;
+        self.running_since = Some(Instant::now());
     }
 
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
@@ -229,6 +241,8 @@ impl TargetCore {
     }
 
     fn enter_stop(&mut self, cpu: u16, now: Instant) {
+        self.run_until(now);
+        self.running_since = None;
         self.state = SimState::Stopped;
         self.current_cpu = cpu;
         self.stop.reset();
@@ -302,6 +316,7 @@ impl TargetCore {
             Outcome::Resume => {
                 self.stats.continues += 1;
                 self.state = SimState::Running;
+                self.running_since = Some(now);
                 self.stop.reset();
             }
             Outcome::SwitchProcessor(cpu) if cpu < self.machine.processor_count() => {

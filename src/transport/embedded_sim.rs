@@ -63,11 +63,15 @@ fn machine_for(name: &str) -> Result<(Machine, PathBuf), TransportError> {
     let unusable =
         |e: ScenarioError| TransportError::Unsupported(format!("cannot load scenario {name}: {e}"));
     let scenario = Scenario::resolve(name).map_err(unusable)?;
-    let image = scenario.build().map_err(unusable)?;
-    Ok((
-        Machine::builder().image(image).build(),
-        scenario.symbol_dir(),
-    ))
+    let mut machine = Machine::for_scenario(name).map_err(unusable)?;
+    // Tests of watch mode compress the timeline's target time (`kdleak sim --time-scale`).
+    if let Some(scale) = std::env::var("KDLEAK_SIM_TIME_SCALE")
+        .ok()
+        .and_then(|s| s.parse::<f64>().ok())
+    {
+        machine.set_time_scale(scale);
+    }
+    Ok((machine, scenario.symbol_dir()))
 }
 
 /// Starts the simulated target serving `scenario` (default [`DEFAULT_SCENARIO`]) and connects

@@ -22,6 +22,8 @@ pub struct Record {
 /// The ring's header and its records, newest first.
 #[derive(Debug, Default)]
 pub struct Log {
+    /// `VfPoolTraces`: the ring's address.
+    pub base: u64,
     pub length: u64,
     pub index: u64,
     pub frames_per_record: u32,
@@ -33,6 +35,43 @@ const READ_BLOCK: usize = 0x10000;
 
 /// Reads the whole ring. `None` when the build logs nothing (`VfPoolTraces` is NULL).
 pub async fn read_log<M: Memory>(mem: &mut M, nt: &Nt<'_>) -> Result<Option<Log>> {
+    Ok(read_log_since(mem, nt, None).await?.map(|(log, _)| log))
+}
+
+/// How [`read_log_since`] got the ring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogRead {
+    /// The whole ring was read (first read, or the ring changed or wrapped past what was seen).
+    Full { records: u64 },
+    /// Only the records written since the previous read (`VfPoolTracesIndex` − its old value).
+    Since { new_records: u64 },
+}
+
+impl LogRead {
+    /// Records this read fetched from the target.
+    pub fn fetched(&self) -> u64 {
+        match *self {
+            LogRead::Full { records } => records,
+            LogRead::Since { new_records } => new_records,
+        }
+    }
+}
+
+/// The ring's header and the layout of its entries.
+struct Ring {
+    base: u64,
+    length: u64,
+    index: u64,
+    entry_size: usize,
+    frames_per_record: u32,
+    frame_size: u64,
+    address: crate::symbols::Field,
+    size: crate::symbols::Field,
+    thread: crate::symbols::Field,
+    stack_offset: u64,
+}
+
+async fn read_ring_header<M: Memory>(mem: &mut M, nt: &Nt<'_>) -> Result<Option<Ring>> {
     let base = read_u64(mem, nt.symbol("VfPoolTraces")?, "VfPoolTraces").await?;
     if base == 0 {
         return Ok(None);
@@ -53,55 +92,155 @@ pub async fn read_log<M: Memory>(mem: &mut M, nt: &Nt<'_>) -> Result<Option<Log>
     }
     const TY: &str = "_VF_POOL_TRACE";
     let entry_size = nt.size(TY)? as usize;
-    let (address, size, thread, stack) = (
-        nt.field(TY, "Address")?,
-        nt.field(TY, "Size")?,
-        nt.field(TY, "Thread")?,
-        nt.field(TY, "StackTrace")?,
-    );
+    let stack = nt.field(TY, "StackTrace")?;
     let (frames_per_record, frame_size) = match &stack.ty {
         TypeDesc::Array { count, element, .. } => (*count as u32, element.size()),
         _ => (13, 8),
     };
-    let total = entry_size * length as usize;
-    let mut ring = Vec::with_capacity(total);
-    while ring.len() < total {
-        let take = READ_BLOCK.min(total - ring.len());
-        ring.extend(read(mem, base + ring.len() as u64, take, "the VfPoolTraces log").await?);
-    }
-    let newest = facts::newest_log_slot(index, length);
-    let mut records = Vec::new();
-    for back in 0..length {
-        let slot = (newest + length - back) & (length - 1);
-        let bytes = &ring[slot as usize * entry_size..][..entry_size];
+    Ok(Some(Ring {
+        base,
+        length,
+        index,
+        entry_size,
+        frames_per_record,
+        frame_size,
+        address: nt.field(TY, "Address")?,
+        size: nt.field(TY, "Size")?,
+        thread: nt.field(TY, "Thread")?,
+        stack_offset: stack.offset,
+    }))
+}
+
+impl Ring {
+    /// The record in one entry's bytes; `None` for a never-written slot.
+    fn record(&self, slot: u64, bytes: &[u8]) -> Option<Record> {
         let field = |f| value(bytes, f).unwrap_or(0);
-        let (address, thread) = (field(&address), field(&thread));
+        let (address, thread) = (field(&self.address), field(&self.thread));
         if address == 0 && thread == 0 {
-            continue; // never written
+            return None; // never written
         }
-        let frames = (0..frames_per_record as usize)
+        let frames = (0..self.frames_per_record as usize)
             .map(|i| {
-                let at = stack.offset as usize + i * frame_size as usize;
+                let at = self.stack_offset as usize + i * self.frame_size as usize;
                 bytes
                     .get(at..at + 8)
                     .map_or(0, |b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
             })
             .take_while(|&frame| frame != 0)
             .collect();
-        records.push(Record {
+        Some(Record {
             slot,
             address,
-            size: field(&size),
+            size: field(&self.size),
             thread,
             frames,
-        });
+        })
     }
-    Ok(Some(Log {
-        length,
-        index,
-        frames_per_record,
-        records,
-    }))
+
+    /// Reads `count` consecutive entries from `first_slot` (no wrap).
+    async fn read_slots<M: Memory>(
+        &self,
+        mem: &mut M,
+        first_slot: u64,
+        count: u64,
+    ) -> Result<Vec<u8>> {
+        let total = self.entry_size * count as usize;
+        let start = self.base + first_slot * self.entry_size as u64;
+        // Grows as reads succeed: a hostile length must not reserve gigabytes up front.
+        let mut bytes = Vec::with_capacity(total.min(READ_BLOCK));
+        while bytes.len() < total {
+            let take = READ_BLOCK.min(total - bytes.len());
+            bytes.extend(
+                read(
+                    mem,
+                    start + bytes.len() as u64,
+                    take,
+                    "the VfPoolTraces log",
+                )
+                .await?,
+            );
+        }
+        Ok(bytes)
+    }
+}
+
+/// Reads the ring incrementally: with the log of a previous read (`prev`, from the same boot),
+/// only the entries written since (`VfPoolTracesIndex` tells how many) are fetched and merged
+/// in front of the older records, whose overwritten slots are dropped. The whole ring is read
+/// when there is no previous log, when the ring moved or changed size, or when the index moved
+/// by a ring's length or more (it wrapped past what was seen, or went backwards: a new boot).
+/// `None` when the build logs nothing.
+pub async fn read_log_since<M: Memory>(
+    mem: &mut M,
+    nt: &Nt<'_>,
+    prev: Option<Log>,
+) -> Result<Option<(Log, LogRead)>> {
+    let Some(ring) = read_ring_header(mem, nt).await? else {
+        return Ok(None);
+    };
+    let mask = ring.length - 1;
+    let new = prev.as_ref().and_then(|p| {
+        let same = p.base == ring.base
+            && p.length == ring.length
+            && p.frames_per_record == ring.frames_per_record;
+        let n = ring.index.wrapping_sub(p.index) & 0xFFFF_FFFF;
+        (same && n < ring.length).then_some(n)
+    });
+    if let (Some(n), Some(mut prev)) = (new, prev) {
+        let first = (prev.index + 1) & mask;
+        let mut bytes = Vec::new();
+        let head = n.min(ring.length - first);
+        if head > 0 {
+            bytes = ring.read_slots(mem, first, head).await?;
+        }
+        if n > head {
+            bytes.extend(ring.read_slots(mem, 0, n - head).await?);
+        }
+        let mut records: Vec<Record> = (0..n)
+            .rev()
+            .filter_map(|k| {
+                let slot = (first + k) & mask;
+                ring.record(
+                    slot,
+                    &bytes[k as usize * ring.entry_size..][..ring.entry_size],
+                )
+            })
+            .collect();
+        let overwritten = |slot: u64| (slot.wrapping_sub(first) & mask) < n;
+        records.extend(prev.records.drain(..).filter(|r| !overwritten(r.slot)));
+        let log = Log {
+            base: ring.base,
+            length: ring.length,
+            index: ring.index,
+            frames_per_record: ring.frames_per_record,
+            records,
+        };
+        return Ok(Some((log, LogRead::Since { new_records: n })));
+    }
+    let bytes = ring.read_slots(mem, 0, ring.length).await?;
+    let newest = facts::newest_log_slot(ring.index, ring.length);
+    let records: Vec<Record> = (0..ring.length)
+        .filter_map(|back| {
+            let slot = (newest + ring.length - back) & mask;
+            ring.record(
+                slot,
+                &bytes[slot as usize * ring.entry_size..][..ring.entry_size],
+            )
+        })
+        .collect();
+    let read = LogRead::Full {
+        records: records.len() as u64,
+    };
+    Ok(Some((
+        Log {
+            base: ring.base,
+            length: ring.length,
+            index: ring.index,
+            frames_per_record: ring.frames_per_record,
+            records,
+        },
+        read,
+    )))
 }
 
 /// For each of `addresses` (sorted ascending), the indices of the records whose range

@@ -41,6 +41,15 @@ fn same_driver(wanted: &str, name: &str) -> bool {
     strip(wanted) == strip(name)
 }
 
+/// What one pull leaves for the next pull of the same boot (watch mode): the allocation log,
+/// so the next pull reads only the records written since ([`log::read_log_since`]).
+#[derive(Debug, Default)]
+pub struct PullCache {
+    pub log: Option<Log>,
+    /// How the last pull read the log (`None`: not read).
+    pub last_log_read: Option<log::LogRead>,
+}
+
 /// Pulls the report from a stopped target. Sites are left empty for the caller to group.
 pub async fn pull<M: Memory>(
     mem: &mut M,
@@ -48,6 +57,19 @@ pub async fn pull<M: Memory>(
     symbols: &Arc<Symbols>,
     options: &PullOptions,
 ) -> Result<LeakReport> {
+    pull_with(mem, ctx, symbols, options, &mut PullCache::default()).await
+}
+
+/// [`pull`], reading the log incrementally from `cache` (and leaving it there for the next).
+/// The cache must come from a pull of the same boot of the same target.
+pub async fn pull_with<M: Memory>(
+    mem: &mut M,
+    ctx: &KernelContext,
+    symbols: &Arc<Symbols>,
+    options: &PullOptions,
+    cache: &mut PullCache,
+) -> Result<LeakReport> {
+    cache.last_log_read = None;
     let nt = Nt::new(&ctx.nt, ctx.version.kern_base);
     let build = u32::from(ctx.version.build());
     let mut problems = Vec::new();
@@ -103,8 +125,15 @@ pub async fn pull<M: Memory>(
         }
         let scan = trackers::scan(mem, &nt, driver, build).await?;
         problems.extend(scan.problems.iter().map(|p| format!("{name}: {p}")));
-        let tracked_bytes: u64 = scan.allocations.iter().map(|a| a.size).sum();
-        let counted = driver.counters.nonpaged_bytes + driver.counters.paged_bytes;
+        // Sizes and counters come from the target: saturate, never overflow.
+        let tracked_bytes = scan
+            .allocations
+            .iter()
+            .fold(0u64, |sum, a| sum.saturating_add(a.size));
+        let counted = driver
+            .counters
+            .nonpaged_bytes
+            .saturating_add(driver.counters.paged_bytes);
         if tracked_bytes != counted {
             problems.push(format!(
                 "{name}: the trackers hold {tracked_bytes:#x} bytes but the counters say {counted:#x}"
@@ -139,8 +168,12 @@ pub async fn pull<M: Memory>(
     let log = if options.no_log {
         None
     } else {
-        match log::read_log(mem, &nt).await {
-            Ok(log) => log,
+        match log::read_log_since(mem, &nt, cache.log.take()).await {
+            Ok(Some((log, read))) => {
+                cache.last_log_read = Some(read);
+                Some(log)
+            }
+            Ok(None) => None,
             Err(VerifierError::Session(e)) => return Err(e.into()),
             Err(e) => {
                 problems.push(format!("the allocation log could not be read: {e}"));
@@ -163,6 +196,7 @@ pub async fn pull<M: Memory>(
         attach_log(&mut reports, log, options.history_limit.max(1));
     }
 
+    cache.log = log;
     let space = address_space(&ctx.modules.modules, &reports, symbols).await;
     symbolize(&mut reports, &space);
 
@@ -298,7 +332,7 @@ fn symbolize(reports: &mut [DriverReport], space: &AddressSpace) {
 
 /// The host's clock, RFC 3339 UTC, without a date crate: seconds since the epoch converted by
 /// the civil-from-days algorithm.
-fn now_rfc3339() -> String {
+pub fn now_rfc3339() -> String {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);

@@ -335,6 +335,7 @@ impl Scenario {
             },
             drivers,
             allocations,
+            timeline: Vec::new(),
         })
     }
 

@@ -12,8 +12,10 @@ use super::{DriverState, PoolKind, Result, Scenario, ScenarioError, SlistFormat}
 pub const VERIFIED_DATA_SIGNATURE: u64 = 0x9876_1940;
 /// `_VI_POOL_PAGE_HEADER.Signature`.
 pub const POOL_PAGE_SIGNATURE: u64 = 0x2132_1345;
-const PAGE: u64 = 0x1000;
-const SLOT: u64 = 0x20;
+/// Tracker page size.
+pub const PAGE: u64 = 0x1000;
+/// `_VI_POOL_ENTRY` slot size in a tracker page.
+pub const SLOT: u64 = 0x20;
 
 /// The kernel's charged size for a tracked allocation (verifier.md §5.2): special pool keeps the
 /// request; otherwise `round_up_16(req + 8)` for requests ≤ 0xFE0, and for larger ones
@@ -84,6 +86,38 @@ pub struct LayoutReport {
     pub trace_length: u64,
     pub trace_index: u64,
     pub isf_path: std::path::PathBuf,
+    /// The state a running target needs to keep changing these structures consistently (the
+    /// simulator's timeline, [`crate::sim::timeline`]).
+    pub runtime: RuntimeState,
+}
+
+/// One verified driver's tracker state after the layout: what the next allocation or free
+/// continues from.
+#[derive(Debug, Clone)]
+pub struct TrackerRuntime {
+    pub driver: String,
+    /// Its `_VF_TARGET_VERIFIED_DRIVER_DATA`.
+    pub verified_data: u64,
+    /// Tracker pages, oldest first.
+    pub pages: Vec<u64>,
+    /// Free slots as a stack (last = the SLIST's first entry).
+    pub free: Vec<u64>,
+    pub ops_pages: u64,
+    pub ops_free: u64,
+    pub counters: Counters,
+}
+
+/// What the layout leaves for later changes (see [`LayoutReport::runtime`]).
+#[derive(Debug, Clone)]
+pub struct RuntimeState {
+    pub slist: SlistFormat,
+    /// Next free address of the simulated pool range.
+    pub pool_next: u64,
+    pub trackers: Vec<TrackerRuntime>,
+    pub global: Counters,
+    /// `MmVerifierData.AllocationsAttempted` / `AllocationsSucceeded` as written.
+    pub allocations_attempted: u64,
+    pub default_thread: u64,
 }
 
 #[derive(Default)]
@@ -231,8 +265,9 @@ fn tag_value(tag: &str) -> Result<u32> {
         .ok_or_else(|| ScenarioError::Invalid(format!("bad tag `{tag}`")))
 }
 
-#[derive(Default, Clone, Copy)]
-struct Counters {
+/// Current and peak pool counters (per driver and in `MmVerifierData`).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Counters {
     cur_paged: u64,
     cur_np: u64,
     paged_bytes: u64,
@@ -244,7 +279,7 @@ struct Counters {
 }
 
 impl Counters {
-    fn alloc(&mut self, paged: bool, bytes: u64) {
+    pub(crate) fn alloc(&mut self, paged: bool, bytes: u64) {
         if paged {
             self.cur_paged += 1;
             self.paged_bytes += bytes;
@@ -257,7 +292,7 @@ impl Counters {
         self.peak_paged_bytes = self.peak_paged_bytes.max(self.paged_bytes);
         self.peak_np_bytes = self.peak_np_bytes.max(self.np_bytes);
     }
-    fn free(&mut self, paged: bool, bytes: u64) {
+    pub(crate) fn free(&mut self, paged: bool, bytes: u64) {
         if paged {
             self.cur_paged -= 1;
             self.paged_bytes -= bytes;
@@ -266,7 +301,7 @@ impl Counters {
             self.np_bytes -= bytes;
         }
     }
-    fn fields(&self) -> [(&'static str, u64); 8] {
+    pub(crate) fn fields(&self) -> [(&'static str, u64); 8] {
         [
             ("CurrentPagedPoolAllocations", self.cur_paged),
             ("CurrentNonPagedPoolAllocations", self.cur_np),
@@ -879,9 +914,19 @@ pub(super) fn build(sc: &Scenario, root: &Path) -> Result<LayoutReport> {
     let nf_off = isf.offset("_VI_POOL_ENTRY", "NextFree")?;
     let mut driver_keys: Vec<usize> = vdata.keys().copied().collect();
     driver_keys.sort();
+    let mut runtime_trackers = Vec::new();
     for di in driver_keys {
         let vd = vdata[&di];
         let t = trackers.remove(&di).unwrap_or_default();
+        runtime_trackers.push(TrackerRuntime {
+            driver: sc.drivers[di].name.clone(),
+            verified_data: vd,
+            pages: t.pages.clone(),
+            free: t.free.clone(),
+            ops_pages: t.ops_pages,
+            ops_free: t.ops_free,
+            counters: t.counters,
+        });
         for (k, &page) in t.pages.iter().enumerate() {
             let hdr = page + ph_off;
             let older = if k == 0 { 0 } else { t.pages[k - 1] };
@@ -1150,6 +1195,17 @@ pub(super) fn build(sc: &Scenario, root: &Path) -> Result<LayoutReport> {
         trace_length: length,
         trace_index: index,
         isf_path,
+        runtime: RuntimeState {
+            slist,
+            pool_next: b.pool.next,
+            trackers: runtime_trackers,
+            global,
+            allocations_attempted: stats
+                .get("AllocationsAttempted")
+                .copied()
+                .unwrap_or(n_allocs),
+            default_thread: thread_default,
+        },
     })
 }
 

@@ -16,7 +16,10 @@ use serde::{Deserialize, Serialize};
 
 pub use generate::GenerateSpec;
 pub use image::MemoryImage;
-pub use layout::{charged_size, LayoutReport};
+pub use layout::{
+    charged_size, Counters, LayoutReport, RuntimeState, TrackerRuntime, PAGE as TRACKER_PAGE,
+    POOL_PAGE_SIGNATURE, SLOT as TRACKER_SLOT,
+};
 pub use pe::{Manifest, ManifestImage};
 
 use super::isf::FieldUse;
@@ -96,6 +99,9 @@ pub struct Scenario {
     pub drivers: Vec<DriverSpec>,
     #[serde(rename = "allocation", default)]
     pub allocations: Vec<AllocationSpec>,
+    /// Changes that happen while the target runs (see [`crate::sim::timeline`]).
+    #[serde(rename = "timeline", default, skip_serializing_if = "Vec::is_empty")]
+    pub timeline: Vec<super::timeline::TimelineSpec>,
 }
 
 /// Which kernel: a fixture directory (PE images + `manifest.json`) and its ISF.
@@ -290,7 +296,12 @@ fn one() -> u32 {
 }
 
 /// Names of the built-in scenarios.
-pub const BUILTIN: &[&str] = &["win7-myfault", "win10-myfault", "win11-myfault"];
+pub const BUILTIN: &[&str] = &[
+    "win7-myfault",
+    "win10-myfault",
+    "win11-myfault",
+    "watch-leak",
+];
 
 /// Default repository root for relative paths (this crate's directory).
 pub fn default_root() -> PathBuf {
@@ -338,6 +349,7 @@ impl Scenario {
             "win7-myfault" => include_str!("../../../captures/scenarios/win7-myfault.toml"),
             "win10-myfault" => include_str!("../../../captures/scenarios/win10-myfault.toml"),
             "win11-myfault" => include_str!("../../../captures/scenarios/win11-myfault.toml"),
+            "watch-leak" => include_str!("../../../captures/scenarios/watch-leak.toml"),
             other => {
                 return Err(ScenarioError::Invalid(format!(
                     "no built-in scenario `{other}` (have {BUILTIN:?})"
