@@ -447,7 +447,7 @@ fn run_attach(args: AttachArgs) -> Result<ExitCode> {
 // ---- kdleak watch (issue 7) ------------------------------------------------------------------
 
 fn parse_duration_arg(text: &str) -> std::result::Result<Duration, String> {
-    kdleak::sim::timeline::parse_duration(text)
+    kdleak::duration::parse(text)
         .filter(|d| !d.is_zero())
         .ok_or_else(|| format!("`{text}` is not a duration (e.g. 500ms, 60s, 5m, 2h)"))
 }

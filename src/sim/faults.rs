@@ -65,23 +65,28 @@ impl FromStr for FaultSpec {
                         probability(value).ok_or_else(|| error("not a probability 0..1"))?
                 }
                 "latency" => {
-                    spec.latency =
-                        duration(value).ok_or_else(|| error("not a duration like 5ms"))?
+                    spec.latency = crate::duration::parse(value)
+                        .ok_or_else(|| error("not a duration like 5ms"))?
                 }
                 "jitter" => {
-                    spec.jitter = duration(value).ok_or_else(|| error("not a duration like 1ms"))?
+                    spec.jitter = crate::duration::parse(value)
+                        .ok_or_else(|| error("not a duration like 1ms"))?
                 }
                 "baud" => {
                     let baud = value.parse::<u32>().ok().filter(|b| *b >= 50);
                     spec.baud = Some(baud.ok_or_else(|| error("not a line rate ≥ 50"))?);
                 }
                 "reboot_after" => {
-                    spec.reboot_after =
-                        Some(duration(value).ok_or_else(|| error("not a duration like 20s"))?)
+                    spec.reboot_after = Some(
+                        crate::duration::parse(value)
+                            .ok_or_else(|| error("not a duration like 20s"))?,
+                    )
                 }
                 "stall_after" => {
-                    spec.stall_after =
-                        Some(duration(value).ok_or_else(|| error("not a duration like 1m"))?)
+                    spec.stall_after = Some(
+                        crate::duration::parse(value)
+                            .ok_or_else(|| error("not a duration like 1m"))?,
+                    )
                 }
                 "seed" => spec.seed = value.parse().map_err(|_| error("not an integer"))?,
                 _ => return Err(error("unknown fault")),
@@ -93,27 +98,6 @@ impl FromStr for FaultSpec {
 
 fn probability(text: &str) -> Option<f64> {
     text.parse::<f64>().ok().filter(|p| (0.0..=1.0).contains(p))
-}
-
-/// `250us`, `5ms`, `2s`, `1m`, `1h`, or plain seconds.
-fn duration(text: &str) -> Option<Duration> {
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let value: f64 = number
-        .parse()
-        .ok()
-        .filter(|v: &f64| v.is_finite() && *v >= 0.0)?;
-    let seconds = match unit {
-        "us" => value / 1e6,
-        "ms" => value / 1e3,
-        "" | "s" => value,
-        "m" => value * 60.0,
-        "h" => value * 3600.0,
-        _ => return None,
-    };
-    Duration::try_from_secs_f64(seconds).ok()
 }
 
 /// One copy of a datagram or write to deliver after `delay`.

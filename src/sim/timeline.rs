@@ -62,27 +62,6 @@ fn default_tag() -> String {
     "Leak".into()
 }
 
-/// Parses `"60s"`, `"1.5m"`, `"500ms"`, `"2h"`, `"30"` (seconds).
-pub fn parse_duration(text: &str) -> Option<Duration> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let value: f64 = number
-        .parse()
-        .ok()
-        .filter(|v: &f64| v.is_finite() && *v >= 0.0)?;
-    let seconds = match unit.trim() {
-        "ms" => value / 1e3,
-        "" | "s" => value,
-        "m" | "min" => value * 60.0,
-        "h" => value * 3600.0,
-        _ => return None,
-    };
-    Duration::try_from_secs_f64(seconds).ok()
-}
-
 /// One resolved entry and when it next fires (target time since boot).
 #[derive(Debug, Clone)]
 struct Entry {
@@ -175,7 +154,7 @@ impl Timeline {
         };
         let mut entries = Vec::new();
         for spec in &sc.timeline {
-            let every = parse_duration(&spec.every)
+            let every = crate::duration::parse(&spec.every)
                 .filter(|d| !d.is_zero())
                 .ok_or_else(|| {
                     ScenarioError::Invalid(format!("timeline: bad period `{}`", spec.every))
@@ -554,14 +533,5 @@ mod tests {
             11 * charged_size(4096, false),
             "boot block + 10 leaks"
         );
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("60s"), Some(Duration::from_secs(60)));
-        assert_eq!(parse_duration("1m"), Some(Duration::from_secs(60)));
-        assert_eq!(parse_duration("2h"), Some(Duration::from_secs(7200)));
-        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
-        assert_eq!(parse_duration("x"), None);
     }
 }
