@@ -188,7 +188,7 @@ fn the_key_never_appears_in_trace_logs() {
     );
     // Stop the sim and collect its logs too.
     let pid = sim.0.id();
-    unsafe_kill(pid);
+    interrupt(pid);
     let sim_out = common::finish(sim, Duration::from_secs(30));
     let all = [
         stdout,
@@ -207,7 +207,7 @@ fn the_key_never_appears_in_trace_logs() {
 }
 
 /// SIGINT to the simulator, so it prints its summary and exits.
-fn unsafe_kill(pid: u32) {
+fn interrupt(pid: u32) {
     let _ = std::process::Command::new("kill")
         .args(["-INT", &pid.to_string()])
         .status();
