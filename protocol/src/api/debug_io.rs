@@ -2,12 +2,10 @@
 
 use std::fmt;
 
-use bytes::{BufMut, Bytes, BytesMut};
-use nom::number::complete::{le_u16, le_u32};
-use nom::Parser;
+use bytes::Bytes;
 
 use super::constants::DEBUG_IO_LEN;
-use super::wire::{array, compose, escape, get_u32, parse_fixed, put_u32, slack_of};
+use super::wire::{compose, encode_io, escape, get_u32, parse_io_head, put_u32, slack_of};
 use super::ApiNumber;
 use crate::Result;
 
@@ -128,20 +126,16 @@ impl DebugIo {
     }
 
     pub fn parse(payload: &[u8]) -> Result<Self> {
-        let (api, processor_level, processor) =
-            parse_fixed("DBGKD_DEBUG_IO", DEBUG_IO_LEN, payload, |i| {
-                (le_u32, le_u16, le_u16).parse(i)
-            })?;
-        let api = ApiNumber(api);
-        let union: DebugIoUnion = array(&payload[8..]);
-        let params = DebugIoParams::parse(api, &union);
+        let head = parse_io_head("DBGKD_DEBUG_IO", DEBUG_IO_LEN, payload)?;
+        let api = ApiNumber(head.api);
+        let params = DebugIoParams::parse(api, &head.union);
         Ok(Self {
             api,
-            processor_level,
-            processor,
+            processor_level: head.processor_level,
+            processor: head.processor,
             params,
-            union_slack: slack_of(&union, |u| params.write(u)),
-            data: Bytes::copy_from_slice(&payload[DEBUG_IO_LEN..]),
+            union_slack: slack_of(&head.union, |u| params.write(u)),
+            data: head.data,
         })
     }
 
@@ -155,13 +149,13 @@ impl DebugIo {
     }
 
     pub fn encode(&self) -> Bytes {
-        let mut out = BytesMut::with_capacity(DEBUG_IO_LEN + self.data.len());
-        out.put_u32_le(self.api.0);
-        out.put_u16_le(self.processor_level);
-        out.put_u16_le(self.processor);
-        out.put_slice(&self.union_bytes());
-        out.put_slice(&self.data);
-        out.freeze()
+        encode_io(
+            self.api.0,
+            self.processor_level,
+            self.processor,
+            &self.union_bytes(),
+            &self.data,
+        )
     }
 
     /// The printed text: `data` bounded by LengthOfString for PrintString; all of `data`

@@ -1,7 +1,9 @@
 //! Small helpers shared by the message codecs: nom error mapping, little-endian stores into fixed
 //! unions, and the "slack" bookkeeping that makes real captures re-encode byte for byte.
 
-use nom::IResult;
+use bytes::{BufMut, Bytes, BytesMut};
+use nom::number::complete::{le_u16, le_u32};
+use nom::{IResult, Parser};
 
 use crate::{Error, Result};
 
@@ -27,6 +29,50 @@ pub(crate) fn parse_fixed<'a, T>(
     parser(&input[..needed])
         .map(|(_, value)| value)
         .map_err(|_| truncated)
+}
+
+/// The head DBGKD_DEBUG_IO and DBGKD_TRACE_IO share (kd.md §3.9): ApiNumber u32, ProcessorLevel
+/// u16, Processor u16, then a union of `N` bytes; the rest of the payload is the message's data.
+pub(crate) struct IoHead<const N: usize> {
+    pub api: u32,
+    pub processor_level: u16,
+    pub processor: u16,
+    pub union: [u8; N],
+    pub data: Bytes,
+}
+
+/// Parses the shared head of a `len`-byte DEBUG_IO/TRACE_IO structure named `what`.
+pub(crate) fn parse_io_head<const N: usize>(
+    what: &'static str,
+    len: usize,
+    payload: &[u8],
+) -> Result<IoHead<N>> {
+    let (api, processor_level, processor) =
+        parse_fixed(what, len, payload, |i| (le_u32, le_u16, le_u16).parse(i))?;
+    Ok(IoHead {
+        api,
+        processor_level,
+        processor,
+        union: array(&payload[8..]),
+        data: Bytes::copy_from_slice(&payload[len..]),
+    })
+}
+
+/// Encodes the shared head, the union and the data.
+pub(crate) fn encode_io(
+    api: u32,
+    processor_level: u16,
+    processor: u16,
+    union: &[u8],
+    data: &[u8],
+) -> Bytes {
+    let mut out = BytesMut::with_capacity(8 + union.len() + data.len());
+    out.put_u32_le(api);
+    out.put_u16_le(processor_level);
+    out.put_u16_le(processor);
+    out.put_slice(union);
+    out.put_slice(data);
+    out.freeze()
 }
 
 /// Copies a fixed-size array out of a slice that is known to be long enough.
