@@ -2,8 +2,10 @@
 //! time limits, and the simulator's state file.
 #![allow(dead_code)]
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -23,8 +25,13 @@ pub fn kdleak() -> Command {
     command
 }
 
-/// Kills the child on drop, so a failing assertion never leaves a process behind.
-pub struct Running(pub Child);
+/// Kills the child on drop, so a failing assertion never leaves a process behind. Its stdout
+/// and stderr are drained by threads: a child logging at trace level fills a pipe buffer in
+/// milliseconds and would block on its next write.
+pub struct Running(pub Child, Drains);
+
+#[derive(Default)]
+pub struct Drains(Vec<JoinHandle<Vec<u8>>>);
 
 impl Drop for Running {
     fn drop(&mut self) {
@@ -33,28 +40,47 @@ impl Drop for Running {
     }
 }
 
+fn drain(mut pipe: impl Read + Send + 'static) -> JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = pipe.read_to_end(&mut bytes);
+        bytes
+    })
+}
+
 pub fn spawn(mut command: Command) -> Running {
-    Running(
-        command
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    )
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().map(drain);
+    let stderr = child.stderr.take().map(drain);
+    Running(child, Drains(stdout.into_iter().chain(stderr).collect()))
 }
 
 /// Waits for the child within `limit` (failing the test otherwise) and collects its output.
 pub fn finish(mut running: Running, limit: Duration) -> Output {
     let deadline = Instant::now() + limit;
-    while running.0.try_wait().unwrap().is_none() {
+    let status = loop {
+        if let Some(status) = running.0.try_wait().unwrap() {
+            break status;
+        }
         assert!(
             Instant::now() < deadline,
             "kdleak did not finish within {limit:?}"
         );
         std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut outputs = std::mem::take(&mut running.1)
+        .0
+        .into_iter()
+        .map(|h| h.join().unwrap_or_default());
+    Output {
+        status,
+        stdout: outputs.next().unwrap_or_default(),
+        stderr: outputs.next().unwrap_or_default(),
     }
-    let child = std::mem::replace(&mut running.0, Command::new("true").spawn().unwrap());
-    child.wait_with_output().unwrap()
 }
 
 /// The simulator's `--state-file`, or null while it is not written yet.
