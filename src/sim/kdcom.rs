@@ -12,6 +12,7 @@ use kdproto::kd::Framing;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, UnixListener};
 
+use super::delay_line::sleep_precisely;
 use super::faults::{FaultInjector, FaultSpec};
 use super::kdnet::sleep_until;
 use super::machine::Machine;
@@ -64,7 +65,7 @@ impl Line {
         for delivery in self.faults.plan(bytes) {
             let wait = delivery.delay + self.faults.line_time(delivery.bytes.len());
             if !wait.is_zero() {
-                tokio::time::sleep(wait).await;
+                sleep_precisely(wait).await;
             }
             stream.write_all(&delivery.bytes).await?;
         }
@@ -75,7 +76,7 @@ impl Line {
     async fn read(&mut self, bytes: &[u8]) -> Vec<Vec<u8>> {
         let wait = self.faults.line_time(bytes.len());
         if !wait.is_zero() {
-            tokio::time::sleep(wait).await;
+            sleep_precisely(wait).await;
         }
         self.faults
             .plan(bytes)
@@ -260,6 +261,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                 }
             },
             () = sleep_until(deadline) => core.handle_timeout(Instant::now()),
+            () = sleep_until(reporter.flush_due()) => reporter.flush()?,
         }
     }
 }

@@ -5,13 +5,13 @@
 use std::future::Future;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kdproto::kd::Framing;
 use kdproto::kdnet::{ControlMessage, DataBody, Endpoint, Key, NetAddr, Opened, Poke};
 use tokio::net::UdpSocket;
 
+use super::delay_line::DelayLine;
 use super::faults::{FaultInjector, FaultSpec};
 use super::machine::Machine;
 use super::report::Reporter;
@@ -119,12 +119,15 @@ pub async fn run(
         SocketAddr::V4(_) => SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
         SocketAddr::V6(_) => SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0)),
     });
-    let socket = Arc::new(UdpSocket::bind(bind).await?);
+    let socket = UdpSocket::bind(bind).await?;
     // Connected: only the configured host is heard, and the local address is concrete.
     socket.connect(config.host).await?;
     let local = socket.local_addr()?;
+    let socket = socket.into_std()?;
+    let delayed = DelayLine::start(socket.try_clone()?)?;
     let mut medium = FaultyUdp {
-        socket,
+        socket: UdpSocket::from_std(socket)?,
+        delayed,
         faults: FaultInjector::new(config.faults.clone()),
     };
     let boot_machine = machine.clone();
@@ -228,6 +231,7 @@ pub async fn run(
                 }
             }
             () = sleep_until(deadline) => core.handle_timeout(Instant::now()),
+            () = sleep_until(reporter.flush_due()) => reporter.flush()?,
         }
     }
     let stats = core.stats();
@@ -259,24 +263,22 @@ async fn flush(medium: &mut FaultyUdp, core: &mut TargetCore, endpoint: &mut End
 }
 
 /// The target's UDP socket seen through the fault injector: each datagram may be lost,
-/// duplicated, corrupted or delayed (a delayed copy is sent by a task, so later datagrams can
-/// overtake it).
+/// duplicated, corrupted or delayed (a delayed copy goes through the delay line, so later
+/// datagrams can overtake it).
 struct FaultyUdp {
-    socket: Arc<UdpSocket>,
+    socket: UdpSocket,
+    delayed: DelayLine,
     faults: FaultInjector,
 }
 
 impl FaultyUdp {
     async fn send(&mut self, wire: &[u8]) {
+        let now = Instant::now();
         for delivery in self.faults.plan(wire) {
             if delivery.delay.is_zero() {
                 send(&self.socket, &delivery.bytes).await;
             } else {
-                let socket = Arc::clone(&self.socket);
-                tokio::spawn(async move {
-                    tokio::time::sleep(delivery.delay).await;
-                    send(&socket, &delivery.bytes).await;
-                });
+                self.delayed.send_at(now + delivery.delay, delivery.bytes);
             }
         }
     }

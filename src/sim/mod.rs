@@ -9,6 +9,7 @@
 
 pub mod breakpoints;
 pub mod context;
+pub mod delay_line;
 pub mod faults;
 pub mod isf;
 pub mod kdcom;
