@@ -10,6 +10,7 @@ use kdleak::connect::ConnectSpec;
 use kdleak::info::{self, InfoOptions};
 use kdleak::session::{Error, Session, SessionOptions};
 use kdleak::transport::{self, kdnet, KdnetTransport, OpenOptions, Transport};
+use kdproto::api::ApiNumber;
 use kdproto::kdnet::Key;
 use session_support::*;
 use tokio::time::timeout;
@@ -172,12 +173,15 @@ async fn reads_report_unreadable_ranges_and_use_the_cache() {
             .await
             .unwrap();
         let mut session = Session::attach(t, options()).await.unwrap();
-        assert_eq!(session.read_chunk(), 0x800);
+        assert_eq!(session.read_chunk(), kdleak::session::MAX_READ);
         let (first, second, requests) = session
             .run_stopped(async |s: &mut Session| {
                 let first = s.read_virtual(EDGE_PAGE + 0xf00, 0x200).await?;
+                assert_eq!(s.stats().requests, 1, "one request up to the hole");
                 let before = s.stats().requests;
                 let second = s.read_virtual(EDGE_PAGE + 0xf80, 0x10).await?;
+                assert_eq!(s.stats().bytes_needed, 0x200);
+                assert_eq!(s.stats().bytes_read, 0x100);
                 Ok((first, second, s.stats().requests - before))
             })
             .await
@@ -194,12 +198,55 @@ async fn reads_report_unreadable_ranges_and_use_the_cache() {
         assert_eq!(second.bytes[0], 0x80);
         assert_eq!(requests, 0, "second read must come from the cache");
         assert_running(&target);
-        // No request crossed a page.
-        for (_, addr, len) in target.observed().requests {
-            if len > 0 {
-                assert_eq!(addr / 0x1000, (addr + u64::from(len) - 1) / 0x1000);
-            }
-        }
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test]
+async fn a_target_that_clips_reads_sets_the_request_size() {
+    timeout(LIMIT, async {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kd.sock");
+        let behaviour = Behaviour {
+            max_read: 0x300,
+            ..Behaviour::default()
+        };
+        let target = serial_target(&path, behaviour);
+        let spec = ConnectSpec::Pipe {
+            path: path.clone(),
+            reconnect: false,
+            resets: None,
+        };
+        let t = transport::open(&spec, &OpenOptions::default())
+            .await
+            .unwrap();
+        let mut session = Session::attach(t, options()).await.unwrap();
+        let (page, requests, chunk) = session
+            .run_stopped(async |s: &mut Session| {
+                let page = s.read_virtual(EDGE_PAGE, 0x1000).await?;
+                Ok((page, s.stats().requests, s.read_chunk()))
+            })
+            .await
+            .unwrap();
+        assert!(page.is_complete());
+        assert!(page.bytes.iter().enumerate().all(|(i, b)| *b == i as u8));
+        assert_eq!(
+            chunk, 0x300,
+            "the first short, successful reply sets the size"
+        );
+        // 0x1000 bytes in 0x300-byte replies: 6 requests, the last one short of the page end.
+        assert_eq!(requests, 6);
+        let sizes: Vec<u32> = target
+            .observed()
+            .requests
+            .iter()
+            .filter(|(api, _, _)| *api == ApiNumber::READ_VIRTUAL_MEMORY)
+            .map(|(_, _, len)| *len)
+            .collect();
+        assert_eq!(sizes[0] as usize, kdleak::session::MAX_READ);
+        assert!(sizes[1..].iter().all(|&n| n <= 0x300), "{sizes:x?}");
+        assert_running(&target);
     })
     .await
     .expect("test timed out");

@@ -24,8 +24,8 @@ use tracing::{debug, info, trace, warn, Instrument};
 use crate::transport::{Incoming, Transport};
 pub use error::{Error, Result};
 pub use guard::shutdown_signal;
-use read::LineCache;
-pub use read::{plan_lines, ReadOutcome};
+use read::{Coverage, ReadCache};
+pub use read::{ReadOutcome, MAX_READ};
 
 /// Dr7 a target reports when no hardware breakpoint is set (kd.md §3.6); used for Continue2
 /// when the stop carried no control report value.
@@ -114,7 +114,11 @@ impl StopInfo {
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct SessionStats {
     pub requests: u64,
+    /// Memory bytes the target sent in read replies.
     pub bytes_read: u64,
+    /// Memory bytes callers asked for, each byte counted once per stop.
+    #[serde(default)]
+    pub bytes_needed: u64,
     pub cache_hits: u64,
     pub stale_replies: u64,
     pub bytes_in: u64,
@@ -129,7 +133,11 @@ pub struct Session {
     transport: Transport,
     options: SessionOptions,
     stop: Option<StopInfo>,
-    cache: LineCache,
+    cache: ReadCache,
+    /// What this stop's callers asked for (the denominator of read efficiency).
+    needed: Coverage,
+    /// Bytes per read request: [`MAX_READ`] or `--chunk`, lowered when the target clips.
+    read_size: usize,
     debug_output: Vec<String>,
     restarted: bool,
     stats: SessionStats,
@@ -147,13 +155,16 @@ impl Session {
         if options.max_attempts.is_some() {
             config.max_attempts = options.max_attempts;
         }
-        let chunk = options
+        let read_size = options
             .read_chunk
-            .unwrap_or_else(|| transport.default_read_chunk());
+            .unwrap_or(MAX_READ)
+            .clamp(read::MIN_READ, MAX_READ);
         Self {
             link: Link::new(config),
             transport,
-            cache: LineCache::new(chunk),
+            cache: ReadCache::default(),
+            needed: Coverage::default(),
+            read_size,
             options,
             stop: None,
             debug_output: Vec::new(),
@@ -201,9 +212,9 @@ impl Session {
         &self.transport
     }
 
-    /// Bytes per read request (a power of two ≤ 0x800).
+    /// Bytes per read request now (it drops when the target clips reads).
     pub fn read_chunk(&self) -> usize {
-        self.cache.line_len()
+        self.read_size
     }
 
     /// Breaks in (see [`Session::attach`]). Does nothing if already stopped.
@@ -436,6 +447,7 @@ impl Session {
         .await?;
         self.stop = None;
         self.cache.clear();
+        self.needed.clear();
         info!("target resumed");
         Ok(())
     }
@@ -460,6 +472,7 @@ impl Session {
                 );
                 self.stop = Some(StopInfo::from_state_change(&sc));
                 self.cache.clear();
+                self.needed.clear();
             }
             Message::DebugIo(io) if io.api == ApiNumber::PRINT_STRING => {
                 let text = String::from_utf8_lossy(io.text()).into_owned();
@@ -564,6 +577,7 @@ impl Session {
                 self.restarted = true;
                 self.stop = None;
                 self.cache.clear();
+                self.needed.clear();
             }
         }
         Ok(())

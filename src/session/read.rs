@@ -1,12 +1,19 @@
-//! Virtual memory reads: page-safe chunks, partial replies, unreadable ranges, and a cache that
-//! lives for one stop (kd.md §3.10, §6).
+//! Virtual memory reads with as few requests as the transport allows (kd.md §3.10; peers.md §6):
+//! each gap is fetched in requests of the largest size the target answers, partial replies are
+//! followed up, unreadable memory is reported by range, and a cache lives for one stop.
 //!
-//! Memory is fetched in aligned lines of the chunk size (a power of two ≤ 0x800), so a request
-//! never crosses a 4 KiB page and a failure always means "the rest of this page is missing".
-//! Each cached line keeps the readable prefix the target returned (a target stops copying at the
-//! first inaccessible byte).
+//! * Request size: `PACKET_MAX_SIZE` (4000) − the 56-byte manipulate header = 3944 bytes, the
+//!   most any KD transport carries (peers.md §6). A target whose transport carries less clips
+//!   the read and still answers STATUS_SUCCESS with fewer bytes (Windows' KdpReadVirtualMemory
+//!   clips to the transport's packet size; ntoseye adapts "after the first short reply",
+//!   kdnet.md §4.6); the session then asks for that much from there on.
+//! * A failed or empty reply means the byte where it stopped is unreadable; Windows maps memory
+//!   in pages, so the rest of that page is skipped (facts: kd.md §3.10).
+//! * Requests may cross pages: the target copies page by page and stops at the first hole.
+//! * Bulk reads (at least one full request) read ahead to a whole request at their end, so a
+//!   caller reading a big table in blocks pays no short request per block.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::BTreeMap;
 use std::ops::Range;
 
 use kdproto::api::{Manipulate, STATUS_SUCCESS};
@@ -14,11 +21,15 @@ use kdproto::api::{Manipulate, STATUS_SUCCESS};
 use super::{Result, Session};
 
 pub const PAGE_SIZE: u64 = 0x1000;
-/// Largest line: the open hosts' 0x800 (kd.md §6), well under KDCOM's 3944-byte ceiling.
-pub const MAX_LINE: usize = 0x800;
-const MIN_LINE: usize = 0x10;
+/// `PACKET_MAX_SIZE` − `sizeof(DBGKD_MANIPULATE_STATE64)` (peers.md §6, kd.md §2.1).
+pub const MAX_READ: usize = 4000 - 56;
+/// Smallest request size the session adapts down to, whatever the target clips to.
+pub(super) const MIN_READ: usize = 0x40;
 /// Cache budget per stop; the cache starts over when it is full.
 const CACHE_BYTES: usize = 16 << 20;
+/// Reads up to this size are cached: small structures are read again (list heads, strings);
+/// bulk tables and the log are read once.
+const CACHEABLE_READ: usize = 0x1000;
 
 /// The result of a read: `bytes` has the requested length, zero where unreadable.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -60,77 +71,151 @@ impl ReadOutcome {
     }
 }
 
-/// The line size for a requested chunk: a power of two in 0x10..=0x800.
-pub fn line_len_for(chunk: usize) -> usize {
-    let chunk = chunk.clamp(MIN_LINE, MAX_LINE);
-    1 << (usize::BITS - 1 - chunk.leading_zeros())
+/// Which part of a requested range the cache can answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Piece {
+    Cached(Range<u64>),
+    Unreadable(Range<u64>),
+    Missing(Range<u64>),
 }
 
-/// The (address, length) requests that cover `[address, address + len)` with lines of
-/// `line_len_for(chunk)` bytes: aligned, none crossing a page. For tests and planning.
-pub fn plan_lines(address: u64, len: usize, chunk: usize) -> Vec<(u64, usize)> {
-    let line = line_len_for(chunk) as u64;
-    let end = address.saturating_add(len as u64);
-    let mut out = Vec::new();
-    let mut base = address & !(line - 1);
-    while base < end {
-        out.push((base, line as usize));
-        match base.checked_add(line) {
-            Some(next) => base = next,
-            None => break,
-        }
-    }
-    out
-}
-
-/// Per-stop cache of lines.
-#[derive(Debug)]
-pub(super) struct LineCache {
-    line: usize,
-    /// Line address → the readable prefix of the line.
-    lines: HashMap<u64, Vec<u8>>,
-    /// Pages whose first line failed at offset 0: the whole page is unmapped.
-    dead_pages: HashSet<u64>,
+/// Target memory fetched during this stop: readable extents and known holes.
+#[derive(Debug, Default)]
+pub(super) struct ReadCache {
+    /// Start → bytes; extents never overlap.
+    readable: BTreeMap<u64, Vec<u8>>,
+    /// Start → end of memory the target could not read.
+    unreadable: BTreeMap<u64, u64>,
     bytes: usize,
 }
 
-impl LineCache {
-    pub(super) fn new(chunk: usize) -> Self {
-        Self {
-            line: line_len_for(chunk),
-            lines: HashMap::new(),
-            dead_pages: HashSet::new(),
-            bytes: 0,
-        }
-    }
-
-    pub(super) fn line_len(&self) -> usize {
-        self.line
-    }
-
+impl ReadCache {
     pub(super) fn clear(&mut self) {
-        self.lines.clear();
-        self.dead_pages.clear();
+        self.readable.clear();
+        self.unreadable.clear();
         self.bytes = 0;
     }
 
-    fn insert(&mut self, base: u64, data: Vec<u8>) {
-        if self.bytes + self.line > CACHE_BYTES {
-            self.clear();
+    /// Splits `range` into cached, known-unreadable and missing pieces, in address order.
+    fn plan(&self, range: Range<u64>) -> Vec<Piece> {
+        let mut pieces = Vec::new();
+        let mut pos = range.start;
+        while pos < range.end {
+            if let Some((&start, data)) = self.readable.range(..=pos).next_back() {
+                let end = start.saturating_add(data.len() as u64);
+                if end > pos {
+                    let end = end.min(range.end);
+                    pieces.push(Piece::Cached(pos..end));
+                    pos = end;
+                    continue;
+                }
+            }
+            if let Some((_, &end)) = self.unreadable.range(..=pos).next_back() {
+                if end > pos {
+                    let end = end.min(range.end);
+                    pieces.push(Piece::Unreadable(pos..end));
+                    pos = end;
+                    continue;
+                }
+            }
+            let end = self
+                .next_known_after(pos)
+                .unwrap_or(u64::MAX)
+                .min(range.end);
+            pieces.push(Piece::Missing(pos..end));
+            pos = end;
         }
-        if data.is_empty() && base % PAGE_SIZE == 0 {
-            self.dead_pages.insert(base);
-        }
-        self.bytes += self.line;
-        self.lines.insert(base, data);
+        pieces
     }
 
-    fn get(&self, base: u64) -> Option<&[u8]> {
-        if self.dead_pages.contains(&(base & !(PAGE_SIZE - 1))) {
-            return Some(&[]);
-        }
-        self.lines.get(&base).map(Vec::as_slice)
+    /// The start of the first cached extent or hole after `pos`.
+    fn next_known_after(&self, pos: u64) -> Option<u64> {
+        let after = pos.checked_add(1)?;
+        let readable = self.readable.range(after..).next().map(|(&s, _)| s);
+        let unreadable = self.unreadable.range(after..).next().map(|(&s, _)| s);
+        readable.into_iter().chain(unreadable).min()
     }
+
+    /// Copies cached `range` into `out`; false if it is no longer cached.
+    fn copy(&self, range: &Range<u64>, out: &mut [u8]) -> bool {
+        let Some((&start, data)) = self.readable.range(..=range.start).next_back() else {
+            return false;
+        };
+        let from = (range.start - start) as usize;
+        let to = from + (range.end - range.start) as usize;
+        match data.get(from..to) {
+            Some(bytes) => {
+                out.copy_from_slice(bytes);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Caches bytes just fetched at `at` (which must not overlap a cached extent).
+    fn insert_readable(&mut self, at: u64, data: &[u8]) {
+        if data.is_empty() {
+            return;
+        }
+        if self.bytes + data.len() > CACHE_BYTES {
+            self.clear();
+        }
+        self.bytes += data.len();
+        self.readable.insert(at, data.to_vec());
+    }
+
+    fn insert_unreadable(&mut self, range: Range<u64>) {
+        if !range.is_empty() {
+            self.unreadable.insert(range.start, range.end);
+        }
+    }
+}
+
+/// The union of the ranges a stop's callers asked for: what a perfect reader would fetch.
+#[derive(Debug, Default)]
+pub(super) struct Coverage {
+    /// Start → end; disjoint, not touching.
+    ranges: BTreeMap<u64, u64>,
+}
+
+impl Coverage {
+    pub(super) fn clear(&mut self) {
+        self.ranges.clear();
+    }
+
+    /// Adds `range`; returns how many bytes it added to the union.
+    fn insert(&mut self, range: Range<u64>) -> u64 {
+        if range.is_empty() {
+            return 0;
+        }
+        let (mut start, mut end) = (range.start, range.end);
+        let mut removed = 0;
+        if let Some((&s, &e)) = self.ranges.range(..=start).next_back() {
+            if e >= start {
+                start = s;
+                end = end.max(e);
+                removed += e - s;
+                self.ranges.remove(&s);
+            }
+        }
+        let overlapping: Vec<(u64, u64)> = self
+            .ranges
+            .range(start..=end)
+            .map(|(&s, &e)| (s, e))
+            .collect();
+        for (s, e) in overlapping {
+            end = end.max(e);
+            removed += e - s;
+            self.ranges.remove(&s);
+        }
+        self.ranges.insert(start, end);
+        (end - start) - removed
+    }
+}
+
+/// The first page boundary after `address` (saturating at the top of the address space).
+fn next_page(address: u64) -> u64 {
+    (address & !(PAGE_SIZE - 1)).saturating_add(PAGE_SIZE)
 }
 
 impl Session {
@@ -142,111 +227,96 @@ impl Session {
             bytes: vec![0; len],
             unreadable: Vec::new(),
         };
-        let line = self.cache.line_len() as u64;
-        let end = address as u128 + len as u128;
-        let mut pos = address as u128;
-        while pos < end {
-            let p = pos as u64;
-            let base = p & !(line - 1);
-            let offset = (p - base) as usize;
-            let take = (line as u128 - offset as u128).min(end - pos) as usize;
-            if self.cache.get(base).is_none() {
-                let data = self.fetch_line(base).await?;
-                self.cache.insert(base, data);
-            } else {
-                self.stats.cache_hits += 1;
-            }
-            let data = self.cache.get(base).unwrap_or_default();
-            let at = (pos - address as u128) as usize;
-            let readable = if offset >= data.len() && !data.is_empty() {
-                // The line stopped before this part without reaching a page boundary: a target
-                // whose holes are not page-sized. Ask for this part directly (not cached).
-                let direct = self.fetch(p, take).await?;
-                out.bytes[at..at + direct.len()].copy_from_slice(&direct);
-                direct.len()
-            } else {
-                let data = self.cache.get(base).unwrap_or_default();
-                let readable = data.len().saturating_sub(offset).min(take);
-                if readable > 0 {
-                    out.bytes[at..at + readable].copy_from_slice(&data[offset..offset + readable]);
+        let end = address.saturating_add(len as u64);
+        self.stats.bytes_needed += self.needed.insert(address..end);
+        let bulk = len >= self.read_size;
+        for piece in self.cache.plan(address..end) {
+            match piece {
+                Piece::Cached(range) => {
+                    let at = (range.start - address) as usize;
+                    let into = &mut out.bytes[at..at + (range.end - range.start) as usize];
+                    if self.cache.copy(&range, into) {
+                        self.stats.cache_hits += 1;
+                    } else {
+                        // Evicted by a fetch earlier in this read.
+                        self.fetch(range, None, &mut out).await?;
+                    }
                 }
-                readable
-            };
-            if readable < take {
-                out.mark_unreadable(p + readable as u64..p.saturating_add(take as u64));
+                Piece::Unreadable(range) => out.mark_unreadable(range),
+                Piece::Missing(range) => {
+                    let read_ahead = (bulk && range.end == end).then(|| {
+                        let limit = self.cache.next_known_after(end).unwrap_or(u64::MAX);
+                        end.saturating_add(self.read_size as u64).min(limit)
+                    });
+                    self.fetch(range, read_ahead, &mut out).await?;
+                }
             }
-            pos += take as u128;
+        }
+        if end - address < len as u64 {
+            // The request runs past the top of the address space.
+            out.mark_unreadable(end..u64::MAX);
         }
         Ok(out)
     }
 
-    /// Reads one line: requests until it is full, a failure status, or an empty reply.
-    async fn fetch_line(&mut self, base: u64) -> Result<Vec<u8>> {
-        self.fetch(base, self.cache.line_len()).await
-    }
-
-    /// Reads up to `len` bytes (within one line) at `address`; returns the readable prefix.
-    async fn fetch(&mut self, address: u64, len: usize) -> Result<Vec<u8>> {
-        let mut data = Vec::with_capacity(len);
-        while data.len() < len {
-            let addr = address + data.len() as u64;
-            let want = len - data.len();
+    /// Fetches `range` into `out` in requests of the read size; with `read_ahead`, the last
+    /// request reads on up to that address and caches the surplus.
+    async fn fetch(
+        &mut self,
+        range: Range<u64>,
+        read_ahead: Option<u64>,
+        out: &mut ReadOutcome,
+    ) -> Result<()> {
+        let cache_it = range.end - range.start <= CACHEABLE_READ as u64;
+        let mut pos = range.start;
+        while pos < range.end {
+            let stop = read_ahead.unwrap_or(range.end).max(range.end);
+            let want = (stop - pos).min(self.read_size as u64) as usize;
             let reply = self
-                .request(Manipulate::read_virtual_memory(addr, want as u32))
+                .request(Manipulate::read_virtual_memory(pos, want as u32))
                 .await?;
             let actual = reply.memory().map_or(0, |m| m.actual_bytes as usize);
             // ntoseye's checks: never trust more than asked, than claimed, or than present.
             let got = actual.min(reply.data.len()).min(want);
-            data.extend_from_slice(&reply.data[..got]);
+            let data = &reply.data[..got];
             self.stats.bytes_read += got as u64;
-            if reply.return_status != STATUS_SUCCESS || got == 0 {
+            let inside = got.min((range.end - pos) as usize);
+            let at = (pos - out.address) as usize;
+            out.bytes[at..at + inside].copy_from_slice(&data[..inside]);
+            if cache_it {
+                self.cache.insert_readable(pos, &data[..inside]);
+            }
+            self.cache.insert_readable(range.end, &data[inside..]);
+            let succeeded = reply.return_status == STATUS_SUCCESS && got > 0;
+            if succeeded && got < want && want == self.read_size {
+                self.clip_read_size(got);
+            }
+            pos += got as u64;
+            if !succeeded && pos < range.end {
+                let hole = pos..next_page(pos);
+                out.mark_unreadable(pos..hole.end.min(range.end));
+                self.cache.insert_unreadable(hole.clone());
+                pos = hole.end.min(range.end);
+            } else if !succeeded {
                 break;
             }
         }
-        Ok(data)
+        Ok(())
+    }
+
+    /// A full-size read came back short but successful: the target's transport carries no
+    /// more, so ask for that much from now on (fewer, never failing, requests).
+    fn clip_read_size(&mut self, got: usize) {
+        if got >= MIN_READ {
+            tracing::debug!(from = self.read_size, to = got, "the target clips reads");
+            self.read_size = got;
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn line_sizes_are_powers_of_two_within_bounds() {
-        assert_eq!(line_len_for(0x800), 0x800);
-        assert_eq!(line_len_for(3944), 0x800);
-        assert_eq!(line_len_for(1000), 0x200);
-        assert_eq!(line_len_for(0x400), 0x400);
-        assert_eq!(line_len_for(1), MIN_LINE);
-        assert_eq!(line_len_for(usize::MAX), MAX_LINE);
-    }
-
-    #[test]
-    fn plans_never_cross_a_page() {
-        for chunk in [0x10, 0x100, 0x300, 0x400, 0x800, 4000] {
-            for (addr, len) in [(0xfff8u64, 0x20usize), (0x1234, 0x3000), (0, 1), (0x7ff, 2)] {
-                let plan = plan_lines(addr, len, chunk);
-                let covered_start = plan.first().unwrap().0;
-                let (last, last_len) = *plan.last().unwrap();
-                assert!(covered_start <= addr);
-                assert!(last + last_len as u64 >= addr + len as u64);
-                for (a, l) in plan {
-                    assert!(l <= MAX_LINE && l <= chunk.max(MIN_LINE));
-                    assert_eq!(
-                        a / PAGE_SIZE,
-                        (a + l as u64 - 1) / PAGE_SIZE,
-                        "{a:#x}+{l:#x}"
-                    );
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn plan_at_the_top_of_the_address_space_stops() {
-        let plan = plan_lines(u64::MAX - 0x10, 0x100, 0x400);
-        assert_eq!(plan, vec![(u64::MAX - 0x3ff, 0x400)]);
-    }
 
     #[test]
     fn unreadable_ranges_merge() {
@@ -263,12 +333,53 @@ mod tests {
     }
 
     #[test]
-    fn dead_pages_answer_for_every_line() {
-        let mut cache = LineCache::new(0x400);
-        cache.insert(0x5000, vec![]);
-        assert_eq!(cache.get(0x5c00), Some(&[][..]));
-        assert_eq!(cache.get(0x6000), None);
+    fn plans_split_cached_holes_and_missing() {
+        let mut cache = ReadCache::default();
+        cache.insert_readable(0x1010, &[7; 0x10]);
+        cache.insert_unreadable(0x2000..0x3000);
+        assert_eq!(
+            cache.plan(0x1000..0x2800),
+            vec![
+                Piece::Missing(0x1000..0x1010),
+                Piece::Cached(0x1010..0x1020),
+                Piece::Missing(0x1020..0x2000),
+                Piece::Unreadable(0x2000..0x2800),
+            ]
+        );
+        let mut out = [0u8; 4];
+        assert!(cache.copy(&(0x101c..0x1020), &mut out));
+        assert_eq!(out, [7; 4]);
+        assert!(!cache.copy(&(0x101c..0x1024), &mut [0u8; 8]));
+        assert_eq!(cache.next_known_after(0x1020), Some(0x2000));
         cache.clear();
-        assert_eq!(cache.get(0x5000), None);
+        assert_eq!(
+            cache.plan(0x1000..0x1001),
+            vec![Piece::Missing(0x1000..0x1001)]
+        );
+    }
+
+    #[test]
+    fn coverage_counts_each_byte_once() {
+        let mut c = Coverage::default();
+        assert_eq!(c.insert(0x100..0x200), 0x100);
+        assert_eq!(c.insert(0x180..0x280), 0x80);
+        assert_eq!(c.insert(0x000..0x080), 0x80);
+        assert_eq!(
+            c.insert(0x080..0x100),
+            0x80,
+            "fills the gap and joins both sides"
+        );
+        assert_eq!(c.insert(0x000..0x280), 0);
+        assert_eq!(c.ranges.len(), 1);
+        assert_eq!(c.insert(0x300..0x300), 0);
+        c.clear();
+        assert_eq!(c.insert(0x000..0x10), 0x10);
+    }
+
+    #[test]
+    fn pages_end_where_they_should() {
+        assert_eq!(next_page(0x1000), 0x2000);
+        assert_eq!(next_page(0x1fff), 0x2000);
+        assert_eq!(next_page(u64::MAX - 5), u64::MAX);
     }
 }

@@ -87,15 +87,6 @@ impl Transport {
         }
     }
 
-    /// The largest memory read to ask for in one request: ≤ 1 KiB on KDNET so a reply fits one
-    /// MTU, 0x800 on KDCOM as the open hosts do (kd.md §6, kdnet.md §4.6).
-    pub fn default_read_chunk(&self) -> usize {
-        match self {
-            Self::Kdnet(_) => 0x400,
-            Self::Stream(_) => 0x800,
-        }
-    }
-
     /// A description for messages.
     pub fn describe(&self) -> String {
         match self {
