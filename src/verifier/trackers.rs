@@ -4,7 +4,7 @@
 //! outstanding when it is not on the free list — the kernel's own `NumberOfBytes & 1` marker is
 //! ambiguous for special-pool blocks with an odd size (verifier.md §5.3).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use crate::kernel::Memory;
 
@@ -30,16 +30,36 @@ pub struct TrackerScan {
     pub problems: Vec<String>,
 }
 
-/// Follows an SLIST from its head: entries' `Next` is their first qword (verifier.md §5.4).
-async fn walk_slist<M: Memory>(
-    mem: &mut M,
+/// Tracker pages read so far, by page address: the free list's `Next` pointers live in them,
+/// so the free list is walked without a round trip per free tracker.
+type Pages = HashMap<u64, Vec<u8>>;
+
+/// Which SLIST to walk, how far, and how.
+struct SlistWalk<'a> {
     head: (u64, [u64; 2]),
     build: u32,
     limit: usize,
-    what: &str,
+    what: &'a str,
+    whole_pages: bool,
+}
+
+/// Follows an SLIST from its head: entries' `Next` is their first qword (verifier.md §5.4).
+/// With `whole_pages`, each entry is a tracker page that is read whole (one bulk read instead
+/// of a pointer read now and the page later) and kept in `pages`; otherwise `Next` is taken
+/// from a page already in `pages` when the entry lies in one, and read from the target if not.
+async fn walk_slist<M: Memory>(
+    mem: &mut M,
+    list: SlistWalk<'_>,
+    pages: &mut Pages,
     problems: &mut Vec<String>,
 ) -> Result<Vec<u64>> {
-    let (address, [first, second]) = head;
+    let SlistWalk {
+        head: (address, [first, second]),
+        build,
+        limit,
+        what,
+        whole_pages,
+    } = list;
     let depth = facts::slist_depth(first) as usize;
     let mut entry = facts::slist_first_entry(address, first, second, build);
     let mut seen = HashSet::new();
@@ -56,19 +76,38 @@ async fn walk_slist<M: Memory>(
             break;
         }
         entries.push(entry);
-        entry = match read_u64(mem, entry, what).await {
-            Ok(next) => next,
-            Err(super::error::VerifierError::Session(e)) => return Err(e.into()),
-            Err(e) => {
-                problems.push(e.to_string());
-                break;
+        if whole_pages {
+            match read(mem, entry, facts::TRACKER_PAGE_SIZE as usize, what).await {
+                Ok(page) => {
+                    pages.insert(entry, page);
+                }
+                Err(super::error::VerifierError::Session(e)) => return Err(e.into()),
+                // The rest of the list may still be reachable through the first qword.
+                Err(e) => problems.push(e.to_string()),
             }
+        }
+        let base = entry & !(facts::TRACKER_PAGE_SIZE - 1);
+        let offset = (entry - base) as usize;
+        let in_page = pages
+            .get(&base)
+            .and_then(|page| page.get(offset..offset + 8))
+            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")));
+        entry = match in_page {
+            Some(next) => next,
+            None => match read_u64(mem, entry, what).await {
+                Ok(next) => next,
+                Err(super::error::VerifierError::Session(e)) => return Err(e.into()),
+                Err(e) => {
+                    problems.push(e.to_string());
+                    break;
+                }
+            },
         };
     }
     Ok(entries)
 }
 
-/// Reads every tracker page of `driver`.
+/// Reads every tracker page of `driver`: each page once, in bulk, and nothing else.
 pub async fn scan<M: Memory>(
     mem: &mut M,
     nt: &Nt<'_>,
@@ -78,27 +117,37 @@ pub async fn scan<M: Memory>(
     let mut out = TrackerScan::default();
     let slot_size = nt.size("_VI_POOL_ENTRY")?;
     let slots_per_page = facts::TRACKER_PAGE_SIZE / slot_size;
+    let mut page_bytes = Pages::new();
     let pages = walk_slist(
         mem,
-        driver.page_headers,
-        build,
-        facts::MAX_TRACKER_PAGES,
-        "tracker page",
+        SlistWalk {
+            head: driver.page_headers,
+            build,
+            limit: facts::MAX_TRACKER_PAGES,
+            what: "tracker page",
+            whole_pages: true,
+        },
+        &mut page_bytes,
         &mut out.problems,
     )
     .await?;
+    let unreadable_pages = out.problems.len();
     let free: HashSet<u64> = walk_slist(
         mem,
-        driver.free_trackers,
-        build,
-        pages.len() * slots_per_page as usize + 1,
-        "free tracker",
+        SlistWalk {
+            head: driver.free_trackers,
+            build,
+            limit: pages.len() * slots_per_page as usize + 1,
+            what: "free tracker",
+            whole_pages: false,
+        },
+        &mut page_bytes,
         &mut out.problems,
     )
     .await?
     .into_iter()
     .collect();
-    let free_list_complete = out.problems.is_empty();
+    let free_list_complete = out.problems.len() == unreadable_pages;
 
     let signature = nt.field("_VI_POOL_PAGE_HEADER", "Signature")?;
     let owner = nt.field("_VI_POOL_PAGE_HEADER", "VerifierEntry")?;
@@ -110,16 +159,11 @@ pub async fn scan<M: Memory>(
         in_use("CallingAddress")?,
     );
     for page in pages {
-        let bytes_of_page =
-            match read(mem, page, facts::TRACKER_PAGE_SIZE as usize, "tracker page").await {
-                Ok(b) => b,
-                Err(super::error::VerifierError::Session(e)) => return Err(e.into()),
-                Err(e) => {
-                    out.problems.push(e.to_string());
-                    continue;
-                }
-            };
-        let header = |f| super::layout::value(&bytes_of_page, f).unwrap_or(0);
+        // Pages that could not be read are already among the problems.
+        let Some(bytes_of_page) = page_bytes.get(&page) else {
+            continue;
+        };
+        let header = |f| super::layout::value(bytes_of_page, f).unwrap_or(0);
         if header(&signature) != facts::TRACKER_PAGE_SIGNATURE || header(&owner) != driver.data {
             out.problems.push(format!(
                 "tracker page {page:#x} has signature {:#x} and owner {:#x}; skipped",
