@@ -35,6 +35,7 @@ async fn pull(scenario: &str) -> kdleak::verifier::LeakReport {
         .await
         .expect("timed out")
         .unwrap()
+        .report
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -217,4 +218,32 @@ async fn a_generated_scenario_with_odd_special_pool_frees_and_a_wrapped_log() {
         "{with_stack} of {}",
         outstanding.len()
     );
+}
+
+/// Issue 8: no per-allocation round trips and no bytes fetched twice — the pull costs about
+/// the bytes it needs in the largest requests the link carries.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_pull_reads_what_it_needs_in_full_size_requests() {
+    for scenario in ["win7-myfault", "win11-myfault"] {
+        let spec: ConnectSpec = format!("sim:{scenario}").parse().unwrap();
+        let attached =
+            tokio::time::timeout(Duration::from_secs(120), attach::run(&spec, &options()))
+                .await
+                .expect("timed out")
+                .unwrap();
+        let cost = &attached.cost.session;
+        let needed = cost.bytes_needed;
+        assert!(needed > 1 << 20, "{scenario}: the log alone is megabytes");
+        assert!(
+            cost.bytes_read as f64 <= 1.01 * needed as f64,
+            "{scenario}: read {} for {needed} needed",
+            cost.bytes_read
+        );
+        let full_size = needed.div_ceil(attached.cost.read_size as u64);
+        assert!(
+            cost.requests as f64 <= 1.02 * full_size as f64 + 64.0,
+            "{scenario}: {} requests where {full_size} full-size ones carry the bytes",
+            cost.requests
+        );
+    }
 }

@@ -7,6 +7,8 @@ use crate::symbols::TypeDesc;
 
 use super::error::{Result, VerifierError};
 use super::facts;
+use indicatif::{ProgressBar, ProgressStyle};
+
 use super::layout::{read, read_u32, read_u64, value, Nt};
 
 /// One written record.
@@ -33,9 +35,27 @@ pub struct Log {
 /// Largest single read of the ring; the session splits it into transport-sized requests.
 const READ_BLOCK: usize = 0x10000;
 
+/// A bar over the log's bytes with rate and ETA: at 115200 baud the log takes 12–40 minutes
+/// (peers.md §6). Hidden unless asked for and stderr is a terminal (indicatif checks).
+fn progress_bar(wanted: bool, bytes: u64) -> ProgressBar {
+    if !wanted || bytes < 2 * READ_BLOCK as u64 {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(bytes);
+    if let Ok(style) = ProgressStyle::with_template(
+        "reading the allocation log {bar:30} {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}",
+    ) {
+        bar.set_style(style);
+    }
+    bar.enable_steady_tick(std::time::Duration::from_millis(250));
+    bar
+}
+
 /// Reads the whole ring. `None` when the build logs nothing (`VfPoolTraces` is NULL).
 pub async fn read_log<M: Memory>(mem: &mut M, nt: &Nt<'_>) -> Result<Option<Log>> {
-    Ok(read_log_since(mem, nt, None).await?.map(|(log, _)| log))
+    Ok(read_log_since(mem, nt, None, false)
+        .await?
+        .map(|(log, _)| log))
 }
 
 /// How [`read_log_since`] got the ring.
@@ -143,6 +163,7 @@ impl Ring {
         mem: &mut M,
         first_slot: u64,
         count: u64,
+        bar: &ProgressBar,
     ) -> Result<Vec<u8>> {
         let total = self.entry_size * count as usize;
         let start = self.base + first_slot * self.entry_size as u64;
@@ -159,6 +180,7 @@ impl Ring {
                 )
                 .await?,
             );
+            bar.inc(take as u64);
         }
         Ok(bytes)
     }
@@ -174,6 +196,7 @@ pub async fn read_log_since<M: Memory>(
     mem: &mut M,
     nt: &Nt<'_>,
     prev: Option<Log>,
+    progress: bool,
 ) -> Result<Option<(Log, LogRead)>> {
     let Some(ring) = read_ring_header(mem, nt).await? else {
         return Ok(None);
@@ -190,12 +213,14 @@ pub async fn read_log_since<M: Memory>(
         let first = (prev.index + 1) & mask;
         let mut bytes = Vec::new();
         let head = n.min(ring.length - first);
+        let bar = progress_bar(progress, n * ring.entry_size as u64);
         if head > 0 {
-            bytes = ring.read_slots(mem, first, head).await?;
+            bytes = ring.read_slots(mem, first, head, &bar).await?;
         }
         if n > head {
-            bytes.extend(ring.read_slots(mem, 0, n - head).await?);
+            bytes.extend(ring.read_slots(mem, 0, n - head, &bar).await?);
         }
+        bar.finish_and_clear();
         let mut records: Vec<Record> = (0..n)
             .rev()
             .filter_map(|k| {
@@ -217,7 +242,9 @@ pub async fn read_log_since<M: Memory>(
         };
         return Ok(Some((log, LogRead::Since { new_records: n })));
     }
-    let bytes = ring.read_slots(mem, 0, ring.length).await?;
+    let bar = progress_bar(progress, ring.length * ring.entry_size as u64);
+    let bytes = ring.read_slots(mem, 0, ring.length, &bar).await?;
+    bar.finish_and_clear();
     let newest = facts::newest_log_slot(ring.index, ring.length);
     let records: Vec<Record> = (0..ring.length)
         .filter_map(|back| {

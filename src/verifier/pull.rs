@@ -31,6 +31,9 @@ pub struct PullOptions {
     pub history_limit: usize,
     /// Describes the connection in the report (no key material).
     pub connection: String,
+    /// Show a progress bar with an ETA on stderr while the log is read (drawn only when stderr
+    /// is a terminal).
+    pub progress: bool,
 }
 
 fn same_driver(wanted: &str, name: &str) -> bool {
@@ -168,7 +171,7 @@ pub async fn pull_with<M: Memory>(
     let log = if options.no_log {
         None
     } else {
-        match log::read_log_since(mem, &nt, cache.log.take()).await {
+        match log::read_log_since(mem, &nt, cache.log.take(), options.progress).await {
             Ok(Some((log, read))) => {
                 cache.last_log_read = Some(read);
                 Some(log)
