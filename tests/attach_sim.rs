@@ -247,3 +247,113 @@ async fn the_pull_reads_what_it_needs_in_full_size_requests() {
         );
     }
 }
+
+/// `--until-stacks`: the log read newest-first stops early, and every allocation gets the
+/// stack the whole-ring read gives it.
+#[tokio::test(flavor = "multi_thread")]
+async fn until_stacks_gives_the_same_stacks_from_far_fewer_bytes() {
+    // Small rings with the newest slot anywhere: for some seeds the newest-first batches
+    // cross slot 0 on their way back to the allocations' records.
+    let mut crossed = 0;
+    for seed in 1..=8 {
+        let spec: ConnectSpec = format!("sim:gen:drivers=2,allocs=100,ring=0x200,seed={seed}")
+            .parse()
+            .unwrap();
+        let mut options = options();
+        let whole = attach::run(&spec, &options).await.unwrap().report;
+        options.pull.until_stacks = true;
+        let quick = attach::run(&spec, &options).await.unwrap().report;
+        let stacks = |r: &LeakReport| -> Vec<(u64, Vec<u64>)> {
+            r.drivers
+                .iter()
+                .flat_map(|d| d.allocations.iter())
+                .map(|a| (a.address, a.stack.iter().map(|f| f.address).collect()))
+                .collect()
+        };
+        assert_eq!(stacks(&whole), stacks(&quick), "seed {seed}");
+        let log = quick.verifier.log.as_ref().unwrap();
+        assert!(
+            !log.whole_ring,
+            "seed {seed}: stopped before the end of the ring"
+        );
+        if log.index & (log.length - 1) < log.records {
+            crossed += 1;
+        }
+    }
+    assert!(crossed > 0, "no seed made the read cross slot 0");
+    let spec: ConnectSpec = "sim:win7-myfault".parse().unwrap();
+    let run = |until_stacks: bool| {
+        let mut options = options();
+        options.pull.until_stacks = until_stacks;
+        let spec = spec.clone();
+        async move {
+            tokio::time::timeout(Duration::from_secs(120), attach::run(&spec, &options))
+                .await
+                .expect("timed out")
+                .unwrap()
+        }
+    };
+    let whole = run(false).await;
+    let quick = run(true).await;
+    let stacks = |a: &attach::Attached| -> Vec<(u64, Vec<u64>)> {
+        a.report
+            .drivers
+            .iter()
+            .flat_map(|d| d.allocations.iter())
+            .map(|a| (a.address, a.stack.iter().map(|f| f.address).collect()))
+            .collect()
+    };
+    assert_eq!(stacks(&whole), stacks(&quick));
+    assert!(stacks(&quick).iter().all(|(_, s)| !s.is_empty()));
+    let log = quick.report.verifier.log.as_ref().unwrap();
+    assert!(!log.whole_ring);
+    assert!(whole.report.verifier.log.as_ref().unwrap().whole_ring);
+    assert!(
+        quick.report.complete,
+        "{:?}",
+        quick.report.incomplete_reasons
+    );
+    let (w, q) = (whole.cost.session.bytes_read, quick.cost.session.bytes_read);
+    assert!(q * 20 < w, "read {q} bytes, the whole ring {w}");
+}
+
+/// A second pull of an unchanged target (same stop here) takes every driver's tracker scan
+/// from the cache and gives the same report; its reads are a small fraction of the first's.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_pull_of_an_unchanged_target_reuses_the_tracker_scans() {
+    use kdleak::kernel_context::KernelContext;
+    use kdleak::session::Session;
+    use kdleak::stop::{with_stopped_target, StopContext};
+    use kdleak::verifier::{pull_with, PullCache};
+
+    let spec: ConnectSpec = "sim:gen:drivers=3,allocs=400,ring=0x1000,seed=5"
+        .parse()
+        .unwrap();
+    let options = options();
+    let (first, second, reused, first_bytes, second_bytes) = with_stopped_target(
+        &spec,
+        &options.stop,
+        async |s: &mut Session, c: StopContext| {
+            let kernel = KernelContext::load(s, &c.symbols).await?;
+            let mut cache = PullCache::default();
+            let before = s.stats().bytes_needed;
+            let first = pull_with(s, &kernel, &c.symbols, &options.pull, &mut cache).await?;
+            let first_bytes = s.stats().bytes_needed - before;
+            assert_eq!(cache.last_reused_scans, 0);
+            let before = s.stats().bytes_read;
+            let second = pull_with(s, &kernel, &c.symbols, &options.pull, &mut cache).await?;
+            let second_bytes = s.stats().bytes_read - before;
+            Ok((first, second, cache.last_reused_scans, first_bytes, second_bytes))
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(reused, 3, "every driver's scan reused");
+    let strip = |mut r: LeakReport| {
+        r.target.time.clear();
+        r
+    };
+    assert_eq!(strip(first), strip(second));
+    // Same stop: the small reads come from the session cache; the pages are not read again.
+    assert!(second_bytes * 100 < first_bytes, "{second_bytes} of {first_bytes}");
+}

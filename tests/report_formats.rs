@@ -161,6 +161,7 @@ fn seed_report() -> LeakReport {
                 index: 0x2a,
                 frames_per_record: 13,
                 records: 0x2a,
+                whole_ring: true,
             }),
         },
         drivers: vec![DriverReport {

@@ -118,6 +118,15 @@ pub fn sites(report: &LeakReport, group_by: GroupBy) -> Vec<LeakSite> {
 /// over `path` (the directory is synced too, where the platform allows). On any error the
 /// temporary file is removed and `path` keeps its old content.
 pub fn write_atomically(path: impl AsRef<Path>, bytes: &[u8]) -> io::Result<()> {
+    write_atomically_with(path, |w| w.write_all(bytes))
+}
+
+/// [`write_atomically`] for output produced piece by piece: `fill` writes into a buffered
+/// temporary file, so a large report is never held in memory whole.
+pub fn write_atomically_with(
+    path: impl AsRef<Path>,
+    fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+) -> io::Result<()> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let path = path.as_ref();
     let name = path.file_name().ok_or_else(|| {
@@ -147,13 +156,13 @@ pub fn write_atomically(path: impl AsRef<Path>, bytes: &[u8]) -> io::Result<()> 
             Err(e) => return Err(e),
         }
     };
-    let written = file
-        .write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .and_then(|()| {
-            drop(file);
-            fs::rename(&temp, path)
-        });
+    let mut buffered = io::BufWriter::new(&mut file);
+    let filled = fill(&mut buffered).and_then(|()| buffered.flush());
+    drop(buffered);
+    let written = filled.and_then(|()| file.sync_all()).and_then(|()| {
+        drop(file);
+        fs::rename(&temp, path)
+    });
     if let Err(e) = written {
         let _ = fs::remove_file(&temp);
         return Err(e);

@@ -339,8 +339,16 @@ fn render_sites(out: &mut String, report: &LeakReport, group_by: GroupBy) {
 
 /// "Complete: …" or "INCOMPLETE: <reasons>", without the newline.
 pub fn completeness_line(report: &LeakReport) -> String {
+    let partial_log = report.verifier.log.as_ref().filter(|log| !log.whole_ring);
     if report.complete && report.incomplete_reasons.is_empty() {
-        "Complete: every tracked allocation and log record was read.".to_string()
+        match partial_log {
+            Some(log) => format!(
+                "Complete: every tracked allocation and its newest log record was read (the log \
+                 newest-first, {:#x} records, until every allocation had its stack).",
+                log.records
+            ),
+            None => "Complete: every tracked allocation and log record was read.".to_string(),
+        }
     } else if report.incomplete_reasons.is_empty() {
         "INCOMPLETE: (no reason recorded)".to_string()
     } else {

@@ -58,6 +58,15 @@ pub async fn read_log<M: Memory>(mem: &mut M, nt: &Nt<'_>) -> Result<Option<Log>
         .map(|(log, _)| log))
 }
 
+/// Where the ring is, how long, and its `VfPoolTracesIndex` — a few bytes that tell whether
+/// anything was allocated or freed since a previous pull (every tracked allocation and free
+/// writes a record). `None` when the build logs nothing.
+pub async fn ring_position<M: Memory>(mem: &mut M, nt: &Nt<'_>) -> Result<Option<(u64, u64, u64)>> {
+    Ok(read_ring_header(mem, nt)
+        .await?
+        .map(|ring| (ring.base, ring.length, ring.index)))
+}
+
 /// How [`read_log_since`] got the ring.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogRead {
@@ -268,6 +277,74 @@ pub async fn read_log_since<M: Memory>(
         },
         read,
     )))
+}
+
+/// The first newest-first batch: about one full-size read. Leaks under investigation are
+/// usually recent, so their records are among the newest; batches then double.
+const FIRST_NEWEST_BYTES: usize = 0x1000;
+
+/// Reads the ring newest record first and stops as soon as every address of `wanted` (sorted)
+/// has a record at exactly that address: each outstanding allocation's newest allocation
+/// record, which is its stack. The stacks are those a whole-ring read gives (records are
+/// searched in the same newest-first order); older records are not read. Returns the log as
+/// far as it was read and whether that was the whole ring. `None` when the build logs nothing.
+pub async fn read_log_until_found<M: Memory>(
+    mem: &mut M,
+    nt: &Nt<'_>,
+    wanted: &[u64],
+    progress: bool,
+) -> Result<Option<(Log, bool)>> {
+    let Some(ring) = read_ring_header(mem, nt).await? else {
+        return Ok(None);
+    };
+    let mask = ring.length - 1;
+    let newest = facts::newest_log_slot(ring.index, ring.length);
+    let mut found = vec![false; wanted.len()];
+    let mut missing = wanted.len();
+    let mut records = Vec::new();
+    let mut slots_read = 0u64;
+    let max_batch = (READ_BLOCK / ring.entry_size).max(1) as u64;
+    let mut batch = (FIRST_NEWEST_BYTES / ring.entry_size).clamp(1, max_batch as usize) as u64;
+    let bar = progress_bar(progress, ring.length * ring.entry_size as u64);
+    while slots_read < ring.length && missing > 0 {
+        let count = batch.min(ring.length - slots_read);
+        let last = (newest + ring.length - slots_read) & mask;
+        let first = (last + ring.length + 1 - count) & mask;
+        let mut bytes = if first <= last {
+            ring.read_slots(mem, first, count, &bar).await?
+        } else {
+            ring.read_slots(mem, first, ring.length - first, &bar)
+                .await?
+        };
+        if first > last {
+            bytes.extend(ring.read_slots(mem, 0, last + 1, &bar).await?);
+        }
+        for k in (0..count).rev() {
+            let slot = (first + k) & mask;
+            let entry = &bytes[k as usize * ring.entry_size..][..ring.entry_size];
+            let Some(record) = ring.record(slot, entry) else {
+                continue;
+            };
+            if let Ok(i) = wanted.binary_search(&record.address) {
+                if !found[i] {
+                    found[i] = true;
+                    missing -= 1;
+                }
+            }
+            records.push(record);
+        }
+        slots_read += count;
+        batch = (batch * 2).min(max_batch);
+    }
+    bar.finish_and_clear();
+    let log = Log {
+        base: ring.base,
+        length: ring.length,
+        index: ring.index,
+        frames_per_record: ring.frames_per_record,
+        records,
+    };
+    Ok(Some((log, slots_read == ring.length)))
 }
 
 /// For each of `addresses` (sorted ascending), the indices of the records whose range

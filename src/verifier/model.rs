@@ -61,8 +61,20 @@ pub struct LogSummary {
     pub index: u64,
     /// Frames per record (13 or 50, from `_VF_POOL_TRACE`).
     pub frames_per_record: u32,
-    /// Records that were written (not empty slots).
+    /// Records that were written (not empty slots), among those read.
     pub records: u64,
+    /// False when the log was read newest-first only until every outstanding allocation had
+    /// its stack (`--until-stacks`): older records, and so older history, were not read.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub whole_ring: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(value: &bool) -> bool {
+    *value
 }
 
 /// Per-driver counters, from `_VF_TARGET_VERIFIED_DRIVER_DATA` (or the older per-driver object).

@@ -15,8 +15,8 @@ use super::error::{Result, VerifierError};
 use super::layout::Nt;
 use super::log::{self, index_by_address, Log};
 use super::model::{
-    Allocation, DriverReport, Frame, LeakReport, LogRecord, LogSummary, TargetSummary,
-    SCHEMA_VERSION,
+    Allocation, DriverCounters, DriverReport, Frame, LeakReport, LogRecord, LogSummary,
+    TargetSummary, SCHEMA_VERSION,
 };
 use super::{stats, trackers};
 
@@ -31,6 +31,10 @@ pub struct PullOptions {
     pub history_limit: usize,
     /// Describes the connection in the report (no key material).
     pub connection: String,
+    /// Read the log newest-first and stop once every outstanding allocation has its stack
+    /// (instead of the whole ring): the same stacks, far fewer bytes when the leaks are recent;
+    /// history covers only the records read.
+    pub until_stacks: bool,
     /// Show a progress bar with an ETA on stderr while the log is read (drawn only when stderr
     /// is a terminal).
     pub progress: bool,
@@ -51,6 +55,23 @@ pub struct PullCache {
     pub log: Option<Log>,
     /// How the last pull read the log (`None`: not read).
     pub last_log_read: Option<log::LogRead>,
+    /// Each driver's tracker scan by its `_VF_TARGET_VERIFIED_DRIVER_DATA` address, with what
+    /// proves it still current.
+    trackers: HashMap<u64, CachedScan>,
+    /// How many drivers the last pull took from `trackers` instead of reading their pages.
+    pub last_reused_scans: usize,
+}
+
+/// A tracker scan and the state it was read in. Every tracked allocation and free pushes or
+/// pops a tracker (changing the SLIST heads' depth and sequence), moves the driver's counters
+/// and writes a log record (moving `VfPoolTracesIndex`); when none of them moved, the pages
+/// hold what they held.
+#[derive(Debug, Clone)]
+struct CachedScan {
+    counters: DriverCounters,
+    heads: [(u64, [u64; 2]); 2],
+    ring: (u64, u64, u64),
+    scan: trackers::TrackerScan,
 }
 
 /// Pulls the report from a stopped target. Sites are left empty for the caller to group.
@@ -116,6 +137,19 @@ pub async fn pull_with<M: Memory>(
         }
     }
 
+    // Read before the trackers: if it has not moved since the last pull, nothing was allocated
+    // or freed, and unchanged drivers' tracker pages need not be read again.
+    cache.last_reused_scans = 0;
+    let ring_now = if options.no_log {
+        None
+    } else {
+        match log::ring_position(mem, &nt).await {
+            Ok(position) => position,
+            Err(VerifierError::Session(e)) => return Err(e.into()),
+            Err(_) => None, // the log read below reports it
+        }
+    };
+
     let mut reports = Vec::new();
     for driver in &found.verified {
         let suspect = names.get(&driver.suspect_entry);
@@ -126,7 +160,35 @@ pub async fn pull_with<M: Memory>(
         if !options.drivers.is_empty() && !options.drivers.iter().any(|w| same_driver(w, &name)) {
             continue;
         }
-        let scan = trackers::scan(mem, &nt, driver, build).await?;
+        let heads = [driver.page_headers, driver.free_trackers];
+        let reusable = cache.trackers.get(&driver.data).filter(|cached| {
+            ring_now.is_some_and(|ring| ring == cached.ring)
+                && cached.counters == driver.counters
+                && cached.heads == heads
+        });
+        let scan = match reusable {
+            Some(cached) => {
+                cache.last_reused_scans += 1;
+                cached.scan.clone()
+            }
+            None => trackers::scan(mem, &nt, driver, build).await?,
+        };
+        match ring_now {
+            Some(ring) if !options.no_log => {
+                cache.trackers.insert(
+                    driver.data,
+                    CachedScan {
+                        counters: driver.counters.clone(),
+                        heads,
+                        ring,
+                        scan: scan.clone(),
+                    },
+                );
+            }
+            _ => {
+                cache.trackers.remove(&driver.data);
+            }
+        }
         problems.extend(scan.problems.iter().map(|p| format!("{name}: {p}")));
         // Sizes and counters come from the target: saturate, never overflow.
         let tracked_bytes = scan
@@ -168,8 +230,29 @@ pub async fn pull_with<M: Memory>(
         });
     }
 
+    let mut whole_ring = true;
     let log = if options.no_log {
         None
+    } else if options.until_stacks {
+        let mut wanted: Vec<u64> = reports
+            .iter()
+            .flat_map(|d| d.allocations.iter().map(|a| a.address))
+            .collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        match log::read_log_until_found(mem, &nt, &wanted, options.progress).await {
+            // A partial log cannot seed the next pull's incremental read.
+            Ok(Some((log, whole))) => {
+                whole_ring = whole;
+                Some(log)
+            }
+            Ok(None) => None,
+            Err(VerifierError::Session(e)) => return Err(e.into()),
+            Err(e) => {
+                problems.push(format!("the allocation log could not be read: {e}"));
+                None
+            }
+        }
     } else {
         match log::read_log_since(mem, &nt, cache.log.take(), options.progress).await {
             Ok(Some((log, read))) => {
@@ -195,11 +278,14 @@ pub async fn pull_with<M: Memory>(
             index: log.index,
             frames_per_record: log.frames_per_record,
             records: log.records.len() as u64,
+            whole_ring,
         });
         attach_log(&mut reports, log, options.history_limit.max(1));
     }
 
-    cache.log = log;
+    if whole_ring {
+        cache.log = log;
+    }
     let space = address_space(&ctx.modules.modules, &reports, symbols).await;
     symbolize(&mut reports, &space);
 

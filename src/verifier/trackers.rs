@@ -24,7 +24,7 @@ pub struct Tracked {
 
 /// A driver's outstanding allocations in page order, slots ascending (the order `!verifier 3`
 /// lists them), and what could not be read.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct TrackerScan {
     pub allocations: Vec<Tracked>,
     pub problems: Vec<String>,

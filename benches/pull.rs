@@ -1,0 +1,433 @@
+//! `cargo bench --bench pull [-- FILTER...]`: how close a pull runs to the physical limit of
+//! its link. Each case starts `kdleak sim` (a separate process, over a real socket, with
+//! latency or a baud rate injected by the simulator), runs `kdleak attach` against it, and
+//! prints one JSON line:
+//!
+//! * `wall_s`: seconds the target was stopped for the pull (kdleak's `--stats`: from the stop
+//!   to the end of the pull); `process_s`: the whole `kdleak attach` command, start to exit.
+//! * `floor_s`: the physical floor: the fewest requests that can carry the bytes needed at the
+//!   transport's largest read × RTT, plus, on a stream, every wire byte ÷ the line rate.
+//! * `requests`, `wire_bytes`, `memory_bytes_read`, `memory_bytes_needed`, `peak_rss_mb`.
+//! * `ntoseye_s`: ntoseye 0.52.0 `--batch -c !verifier` (summary only) attaching to the same
+//!   simulated target with the same RTT, when ntoseye is installed.
+//!
+//! Cases: KDNET at RTT 0, 1 and 5 ms × scenarios small (the seed, win7), medium (5 drivers ×
+//! 5,000 allocations, 0x10000-entry log, win10) and large (50,000 allocations, win11's 50-frame
+//! log), each also with `--until-stacks` at RTT ≥ 1 ms; a serial line at 115200 baud (the seed
+//! without the log, and with `--until-stacks`); and a second poll of an unchanged target.
+//! A FILTER keeps the cases whose name contains it (e.g. `rtt1`, `large`, `second-poll`).
+//! `KDLEAK_BENCH_SERIAL_LOG=1` adds the full-log pull at 115200 baud (about 13 minutes).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+const KDLEAK: &str = env!("CARGO_BIN_EXE_kdleak");
+const KEY: &str = "1.2.3.4";
+/// The largest read a KD packet carries: 4000 − the 56-byte manipulate header (peers.md §6).
+const KD_MAX_READ: u64 = 3944;
+
+#[derive(Clone, Copy)]
+enum Link {
+    /// KDNET over loopback UDP with this one-way latency added to every target datagram.
+    Kdnet { rtt_ms: u64 },
+    /// KDCOM over a Unix socket throttled to this baud rate (8N1: 10 bits a byte).
+    Serial { baud: u64 },
+}
+
+#[derive(Clone, Copy)]
+struct Scenario {
+    label: &'static str,
+    spec: &'static str,
+    fixture: &'static str,
+}
+
+const SMALL: Scenario = Scenario {
+    label: "small",
+    spec: "win7-myfault",
+    fixture: "win7-7601",
+};
+const MEDIUM: Scenario = Scenario {
+    label: "medium",
+    spec: "gen:build=19041,drivers=5,allocs=5000,ring=0x10000,seed=1",
+    fixture: "win10-19041",
+};
+const LARGE: Scenario = Scenario {
+    label: "large",
+    spec: "gen:build=22000,drivers=5,allocs=10000,ring=0x10000,seed=1",
+    fixture: "win11-22000",
+};
+
+struct Case {
+    name: String,
+    scenario: Scenario,
+    link: Link,
+    attach_args: Vec<&'static str>,
+    ntoseye: bool,
+}
+
+fn cases() -> Vec<Case> {
+    let mut cases = Vec::new();
+    for rtt_ms in [0, 1, 5] {
+        for scenario in [SMALL, MEDIUM, LARGE] {
+            cases.push(Case {
+                name: format!("kdnet-rtt{rtt_ms}-{}", scenario.label),
+                scenario,
+                link: Link::Kdnet { rtt_ms },
+                attach_args: vec![],
+                ntoseye: true,
+            });
+            if rtt_ms > 0 {
+                cases.push(Case {
+                    name: format!("kdnet-rtt{rtt_ms}-{}-until-stacks", scenario.label),
+                    scenario,
+                    link: Link::Kdnet { rtt_ms },
+                    attach_args: vec!["--until-stacks"],
+                    ntoseye: false,
+                });
+            }
+        }
+    }
+    cases.push(Case {
+        name: "serial-115200-small-no-log".into(),
+        scenario: SMALL,
+        link: Link::Serial { baud: 115_200 },
+        attach_args: vec!["--no-log"],
+        ntoseye: false,
+    });
+    cases.push(Case {
+        name: "serial-115200-small-until-stacks".into(),
+        scenario: SMALL,
+        link: Link::Serial { baud: 115_200 },
+        attach_args: vec!["--until-stacks"],
+        ntoseye: false,
+    });
+    if std::env::var_os("KDLEAK_BENCH_SERIAL_LOG").is_some() {
+        cases.push(Case {
+            name: "serial-115200-small".into(),
+            scenario: SMALL,
+            link: Link::Serial { baud: 115_200 },
+            attach_args: vec![],
+            ntoseye: false,
+        });
+    }
+    cases
+}
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("a free UDP port")
+}
+
+/// A running `kdleak sim`, killed on drop.
+struct Sim {
+    child: std::process::Child,
+    conn: String,
+    ntoseye_endpoint: Option<String>,
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_sim(case: &Case, dir: &Path) -> Sim {
+    let state = dir.join("state.json");
+    let mut command = Command::new(KDLEAK);
+    command
+        .current_dir(root())
+        .args(["sim", "--scenario", case.scenario.spec, "--state-file"])
+        .arg(&state)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let (conn, ntoseye_endpoint) = match case.link {
+        Link::Kdnet { rtt_ms } => {
+            let port = free_udp_port();
+            let endpoint = format!("127.0.0.1:{port}");
+            command.args([
+                "--kdnet",
+                &endpoint,
+                "--key",
+                KEY,
+                "--poke-interval",
+                "0.05",
+            ]);
+            if rtt_ms > 0 {
+                command.args(["--faults", &format!("latency={rtt_ms}ms")]);
+            }
+            (format!("net:port={port},key={KEY}"), Some(endpoint))
+        }
+        Link::Serial { baud } => {
+            let socket = dir.join("kd.sock");
+            command
+                .arg("--pipe")
+                .arg(&socket)
+                .args(["--faults", &format!("baud={baud}")]);
+            (format!("com:pipe,port={}", socket.display()), None)
+        }
+    };
+    let child = command.spawn().expect("start kdleak sim");
+    let sim = Sim {
+        child,
+        conn,
+        ntoseye_endpoint,
+    };
+    // Big scenarios take a few seconds to lay out; the state file appears when serving.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while read_json(&state)["state"] != "running" {
+        assert!(
+            Instant::now() < deadline,
+            "{}: the sim never started",
+            case.name
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    sim
+}
+
+fn read_json(path: &Path) -> Value {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or(Value::Null)
+}
+
+/// Runs `command` to completion; returns its wall time and peak resident set (MiB).
+fn run_measured(command: &mut Command) -> (bool, f64, f64) {
+    let started = Instant::now();
+    let child = command.spawn().expect("start the measured command");
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value for wait4 to fill in.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `pid` is our child, not yet reaped; both out-pointers are valid for writes.
+    let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    let wall = started.elapsed().as_secs_f64();
+    std::mem::forget(child); // reaped above
+    let ok = reaped == pid && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
+    // ru_maxrss is in KiB on Linux, bytes on macOS.
+    let rss_kib = if cfg!(target_os = "macos") {
+        usage.ru_maxrss as f64 / 1024.0
+    } else {
+        usage.ru_maxrss as f64
+    };
+    (ok, wall, rss_kib / 1024.0)
+}
+
+/// The fewest requests for `needed` bytes at the largest read the transport carries, each a
+/// round trip, plus the time every wire byte occupies a serial line.
+fn floor_s(link: Link, needed: u64, read_size: u64, wire_bytes: u64) -> f64 {
+    let round_trips = min_requests(link, needed, read_size) as f64 * rtt_ms(link) as f64 / 1000.0;
+    match link {
+        Link::Kdnet { .. } => round_trips,
+        Link::Serial { baud } => round_trips + wire_bytes as f64 * 10.0 / baud as f64,
+    }
+}
+
+/// The largest read is what the target answers in full: 3944 bytes on a stream, and on KDNET
+/// what the target clipped the first full-size read to (the simulator: 1360 bytes at MTU 1500).
+fn min_requests(link: Link, needed: u64, read_size: u64) -> u64 {
+    let largest = match link {
+        Link::Kdnet { .. } => read_size,
+        Link::Serial { .. } => KD_MAX_READ,
+    };
+    needed.div_ceil(largest.max(1))
+}
+
+fn rtt_ms(link: Link) -> u64 {
+    match link {
+        Link::Kdnet { rtt_ms } => rtt_ms,
+        Link::Serial { .. } => 0,
+    }
+}
+
+fn run_case(case: &Case) -> Value {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let sim = start_sim(case, dir.path());
+    let stats = dir.path().join("stats.json");
+    let mut attach = Command::new(KDLEAK);
+    attach
+        .current_dir(root())
+        .args(["attach", &sim.conn, "--sympath"])
+        .arg(root().join("captures/fixtures").join(case.scenario.fixture))
+        .args(["--format", "json", "--out"])
+        .arg(dir.path().join("report.json"))
+        .arg("--stats")
+        .arg(&stats)
+        .args(&case.attach_args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    let (ok, process_s, peak_rss_mb) = run_measured(&mut attach);
+    let cost = read_json(&stats);
+    let number = |key: &str| cost[key].as_u64().unwrap_or(0);
+    let wire_bytes = number("bytes_in") + number("bytes_out");
+    let needed = number("bytes_needed");
+    let read_size = number("read_size").max(1);
+    let wall_s = cost["stopped_s"].as_f64().unwrap_or(f64::NAN);
+    let floor = floor_s(case.link, needed, read_size, wire_bytes);
+    let ntoseye_s = if case.ntoseye {
+        sim.ntoseye_endpoint
+            .as_deref()
+            .and_then(|endpoint| time_ntoseye(case, endpoint, dir.path()))
+    } else {
+        None
+    };
+    json!({
+        "case": case.name,
+        "ok": ok,
+        "transport": match case.link { Link::Kdnet { .. } => "kdnet", Link::Serial { .. } => "serial" },
+        "baud": match case.link { Link::Serial { baud } => Some(baud), Link::Kdnet { .. } => None },
+        "rtt_ms": rtt_ms(case.link),
+        "scenario": case.scenario.spec,
+        "wall_s": round(wall_s),
+        "floor_s": round(floor),
+        "wall_over_floor": (floor > 0.0).then(|| round(wall_s / floor)),
+        "process_s": round(process_s),
+        "requests": number("requests"),
+        "min_requests": min_requests(case.link, needed, read_size),
+        "read_size": read_size,
+        "wire_bytes": wire_bytes,
+        "memory_bytes_read": number("bytes_read"),
+        "memory_bytes_needed": needed,
+        "read_over_needed": (needed > 0).then(|| round(number("bytes_read") as f64 / needed as f64)),
+        "peak_rss_mb": round(peak_rss_mb),
+        "ntoseye_s": ntoseye_s.map(round),
+    })
+}
+
+/// Times ntoseye's summary-only `!verifier` against the target of `endpoint` (ntoseye binds
+/// the host side; the simulator keeps poking it). `None` when ntoseye is not installed.
+fn time_ntoseye(case: &Case, endpoint: &str, dir: &Path) -> Option<f64> {
+    let store = symbol_store(case.scenario.fixture, dir);
+    let home = dir.join("home");
+    std::fs::create_dir_all(&home).ok()?;
+    let mut command = Command::new("ntoseye");
+    command
+        .env("HOME", &home)
+        .env("NO_COLOR", "1")
+        .args([
+            "--backend",
+            "kdnet",
+            "--connect",
+            endpoint,
+            "--kdnet-key",
+            KEY,
+        ])
+        .args(["--memory-source", "kd", "--kd-handshake-timeout", "30"])
+        .args(["--no-pdb-from-memory", "--sympath-append"])
+        .arg(&store)
+        .args(["-c", "!verifier", "--batch"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let started = Instant::now();
+    let status = command.status().ok()?;
+    status.success().then(|| started.elapsed().as_secs_f64())
+}
+
+/// A symbol-store tree (`name.pdb/GUIDAGE/name.pdb`) of the fixture's PDBs, for ntoseye.
+fn symbol_store(fixture: &str, dir: &Path) -> PathBuf {
+    let fixture_dir = root().join("captures/fixtures").join(fixture);
+    let manifest = read_json(&fixture_dir.join("manifest.json"));
+    let store = dir.join("symbols");
+    for file in manifest["files"]
+        .as_object()
+        .into_iter()
+        .flat_map(|f| f.values())
+    {
+        let (Some(pdb), Some(key)) = (file["pdb"].as_str(), file["rsds"]["symstore_key"].as_str())
+        else {
+            continue;
+        };
+        let target = store.join(pdb).join(key);
+        if std::fs::create_dir_all(&target).is_ok() {
+            let _ = std::fs::copy(fixture_dir.join(pdb), target.join(pdb));
+        }
+    }
+    store
+}
+
+/// A second poll of an unchanged target costs only the log records written since the first:
+/// `kdleak watch --count 2` over KDNET at 1 ms RTT, wire bytes per poll from its series.
+fn second_poll() -> Value {
+    let case = Case {
+        name: "second-poll-medium".into(),
+        scenario: MEDIUM,
+        link: Link::Kdnet { rtt_ms: 1 },
+        attach_args: vec![],
+        ntoseye: false,
+    };
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let sim = start_sim(&case, dir.path());
+    let series = dir.path().join("series.jsonl");
+    let mut watch = Command::new(KDLEAK);
+    watch
+        .current_dir(root())
+        .args(["watch", &sim.conn, "--sympath"])
+        .arg(root().join("captures/fixtures").join(case.scenario.fixture))
+        .args(["--count", "2", "--interval", "1s", "--quiet", "--out"])
+        .arg(&series)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    let (ok, process_s, peak_rss_mb) = run_measured(&mut watch);
+    let polls: Vec<Value> = std::fs::read_to_string(&series)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v.get("wire_bytes").is_some())
+        .collect();
+    let wire = |i: usize| {
+        polls
+            .get(i)
+            .and_then(|p| p["wire_bytes"].as_u64())
+            .unwrap_or(0)
+    };
+    let requests = |i: usize| {
+        polls
+            .get(i)
+            .and_then(|p| p["requests"].as_u64())
+            .unwrap_or(0)
+    };
+    json!({
+        "case": case.name,
+        "ok": ok && polls.len() == 2,
+        "transport": "kdnet",
+        "rtt_ms": 1,
+        "scenario": case.scenario.spec,
+        "process_s": round(process_s),
+        "first_poll_wire_bytes": wire(0),
+        "wire_bytes": wire(1),
+        "second_over_first": (wire(0) > 0).then(|| round(wire(1) as f64 / wire(0) as f64)),
+        "first_poll_requests": requests(0),
+        "requests": requests(1),
+        "peak_rss_mb": round(peak_rss_mb),
+    })
+}
+
+fn round(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; everything else is a filter.
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let wanted = |name: &str| filters.is_empty() || filters.iter().any(|f| name.contains(f));
+    for case in cases().iter().filter(|c| wanted(&c.name)) {
+        println!("{}", run_case(case));
+    }
+    if wanted("second-poll-medium") {
+        println!("{}", second_poll());
+    }
+}
