@@ -11,6 +11,7 @@ pub mod attach;
 pub mod capture;
 pub mod connect;
 pub mod decode;
+pub mod dump;
 pub mod duration;
 pub mod info;
 pub mod kernel;
