@@ -7,6 +7,7 @@
 //! * [`info`] — `kdleak info`; [`decode`] / [`capture`] — `kdleak decode`.
 //! * [`sim`] — the simulated Windows target.
 
+pub mod analyze;
 pub mod attach;
 pub mod capture;
 pub mod connect;

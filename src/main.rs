@@ -38,6 +38,9 @@ enum Command {
     /// Poll a running target: break in, pull, resume every INTERVAL; a JSONL series, growth per
     /// allocation site, suspected leaks, an HTML report.
     Watch(Box<WatchArgs>),
+    /// Pull the same leak report from a Windows kernel crash dump (complete or kernel memory
+    /// dump) instead of a live target.
+    Analyze(Box<AnalyzeArgs>),
     /// Attach to a target, print its build, kernel base, KDBG and module list, then resume it.
     Info(Box<InfoArgs>),
     /// Run a simulated Windows target (tiny built-in kernel) until Ctrl-C, for testing hosts.
@@ -157,6 +160,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Decode(args) => run_decode(args),
         Command::Attach(args) => run_attach(*args),
+        Command::Analyze(args) => run_analyze(*args),
         Command::Info(args) => run_info(*args),
         Command::Watch(args) => run_watch(*args),
         Command::Sim(args) => run_sim(*args),
@@ -257,7 +261,7 @@ fn read_key(args: KeyArgs) -> Result<Key> {
 struct SymbolArgs {
     /// Symbol path: `srv*CACHE*URL`, `srv*URL`, `cache*DIR`, directories, `;`-separated.
     /// Default: $_NT_ALT_SYMBOL_PATH;$_NT_SYMBOL_PATH.
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", alias = "symbol-path")]
     sympath: Option<String>,
     /// Never contact a symbol server; use local stores and the cache only.
     #[arg(long)]
@@ -374,6 +378,13 @@ enum ReportFormat {
 struct AttachArgs {
     #[command(flatten)]
     target: TargetArgs,
+    #[command(flatten)]
+    report: ReportArgs,
+}
+
+/// What to report and how: everything `attach` and `analyze` share.
+#[derive(clap::Args)]
+struct ReportArgs {
     /// Only this verified driver (repeatable; `.sys` optional). Default: every verified driver.
     #[arg(long = "driver", value_name = "NAME")]
     drivers: Vec<String>,
@@ -395,53 +406,91 @@ struct AttachArgs {
     history: bool,
 }
 
+impl ReportArgs {
+    fn pull_options(&self) -> kdleak::verifier::PullOptions {
+        kdleak::verifier::PullOptions {
+            drivers: self.drivers.clone(),
+            no_log: self.no_log,
+            history_limit: if self.history { 64 } else { 8 },
+            connection: String::new(),
+        }
+    }
+
+    /// Groups the sites, renders the report and writes it out; says so when it is incomplete.
+    fn emit(&self, mut report: kdleak::verifier::LeakReport) -> Result<ExitCode> {
+        report.sites = report::sites(&report, self.group_by);
+        let rendered = match self.format {
+            ReportFormat::Text => report::text::render(
+                &report,
+                &report::text::TextOptions {
+                    group_by: self.group_by,
+                    history: self.history,
+                    ..report::text::TextOptions::default()
+                },
+            ),
+            ReportFormat::Json => report::json::render(&report),
+            ReportFormat::Csv => report::csv::render(&report),
+        };
+        match &self.out {
+            Some(path) => report::write_atomically(path, rendered.as_bytes())
+                .with_context(|| format!("cannot write {}", path.display()))?,
+            None => {
+                use std::io::Write as _;
+                std::io::stdout().lock().write_all(rendered.as_bytes())?;
+            }
+        }
+        if !report.complete {
+            eprintln!(
+                "kdleak: the report is incomplete: {}",
+                report.incomplete_reasons.join("; ")
+            );
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
 fn run_attach(args: AttachArgs) -> Result<ExitCode> {
     let (spec, stop) = args.target.stop_options()?;
     let options = kdleak::attach::AttachOptions {
         stop,
-        pull: kdleak::verifier::PullOptions {
-            drivers: args.drivers,
-            no_log: args.no_log,
-            history_limit: if args.history { 64 } else { 8 },
-            connection: String::new(),
-        },
+        pull: args.report.pull_options(),
     };
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-    let mut report = match runtime.block_on(kdleak::attach::run(&spec, &options)) {
-        Ok(report) => report,
+    match runtime.block_on(kdleak::attach::run(&spec, &options)) {
+        Ok(report) => args.report.emit(report),
         Err(error) => {
             eprintln!("kdleak: error: {error}");
-            return Ok(ExitCode::from(error.exit_code()));
-        }
-    };
-    report.sites = report::sites(&report, args.group_by);
-    let rendered = match args.format {
-        ReportFormat::Text => report::text::render(
-            &report,
-            &report::text::TextOptions {
-                group_by: args.group_by,
-                history: args.history,
-                ..report::text::TextOptions::default()
-            },
-        ),
-        ReportFormat::Json => report::json::render(&report),
-        ReportFormat::Csv => report::csv::render(&report),
-    };
-    match &args.out {
-        Some(path) => report::write_atomically(path, rendered.as_bytes())
-            .with_context(|| format!("cannot write {}", path.display()))?,
-        None => {
-            use std::io::Write as _;
-            std::io::stdout().lock().write_all(rendered.as_bytes())?;
+            Ok(ExitCode::from(error.exit_code()))
         }
     }
-    if !report.complete {
-        eprintln!(
-            "kdleak: the report is incomplete: {}",
-            report.incomplete_reasons.join("; ")
-        );
+}
+
+// ---- kdleak analyze (issue 10) ---------------------------------------------------------------
+
+#[derive(clap::Args)]
+struct AnalyzeArgs {
+    /// The crash dump: a complete or kernel memory dump of x64 Windows (MEMORY.DMP; full or
+    /// bitmap layout). Minidumps and small (triage) dumps lack the pool and are refused.
+    dump: PathBuf,
+    #[command(flatten)]
+    symbols: SymbolArgs,
+    #[command(flatten)]
+    report: ReportArgs,
+}
+
+fn run_analyze(args: AnalyzeArgs) -> Result<ExitCode> {
+    let options = kdleak::analyze::AnalyzeOptions {
+        symbols: Some(args.symbols.options()?),
+        pull: args.report.pull_options(),
+    };
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    match runtime.block_on(kdleak::analyze::run(&args.dump, &options)) {
+        Ok(report) => args.report.emit(report),
+        Err(error) => {
+            eprintln!("kdleak: error: {}: {error}", args.dump.display());
+            Ok(ExitCode::from(error.exit_code()))
+        }
     }
-    Ok(ExitCode::SUCCESS)
 }
 
 // ---- kdleak watch (issue 7) ------------------------------------------------------------------

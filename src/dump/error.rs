@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DumpError {
-    /// The file cannot be opened or read.
-    #[error("cannot read {}: {source}", path.display())]
+    /// The file cannot be opened or read (the path is left to the caller's message).
+    #[error("cannot read the file: {source}")]
     Io {
         path: PathBuf,
         #[source]

@@ -116,10 +116,9 @@ pub fn open(path: &Path) -> Result<Dump<DumpFile>> {
     let file = File::open(path).map_err(io)?;
     let meta = file.metadata().map_err(io)?;
     if !meta.is_file() {
-        return Err(DumpError::NotADump(format!(
-            "{} is not a regular file",
-            path.display()
-        )));
+        return Err(DumpError::NotADump(
+            "it is a directory or a device, not a regular file".into(),
+        ));
     }
     Dump::new(DumpFile {
         file,

@@ -158,8 +158,8 @@ mod tests {
         );
         assert_eq!(t.walk(0x1000, VA), Translation::NotMapped);
         assert_eq!(
-            t.walk(0xdead_000, VA),
-            Translation::TableMissing(0xdead_000)
+            t.walk(0x0dea_d000, VA),
+            Translation::TableMissing(0x0dea_d000)
         );
     }
 }
