@@ -66,13 +66,15 @@ pub async fn run(path: &Path, options: &AnalyzeOptions) -> Result<LeakReport, An
     Ok(report)
 }
 
-/// A FILETIME (100 ns ticks since 1601-01-01 UTC) as RFC 3339 UTC, `None` for 0 or a time
-/// before 1970 (an unset field).
+/// A FILETIME (100 ns ticks since 1601-01-01 UTC) as RFC 3339 UTC; `None` outside 1970..10000
+/// (unset, or the `PAGE` filler Windows leaves in unused header fields).
 fn filetime_rfc3339(filetime: u64) -> Option<String> {
     /// Seconds from 1601-01-01 to 1970-01-01.
     const EPOCH_DIFFERENCE: u64 = 11_644_473_600;
+    /// 10000-01-01T00:00:00Z: RFC 3339 has four-digit years.
+    const YEAR_10000: u64 = 253_402_300_800;
     let secs = (filetime / 10_000_000).checked_sub(EPOCH_DIFFERENCE)?;
-    (secs > 0).then(|| verifier::rfc3339(secs as i64))
+    (secs > 0 && secs < YEAR_10000).then(|| verifier::rfc3339(secs as i64))
 }
 
 #[cfg(test)]
@@ -89,5 +91,6 @@ mod tests {
         );
         assert_eq!(filetime_rfc3339(0), None);
         assert_eq!(filetime_rfc3339(5), None);
+        assert_eq!(filetime_rfc3339(u64::from_le_bytes(*b"PAGEPAGE")), None);
     }
 }

@@ -98,8 +98,8 @@ fn truncated(pages: u64, first_offset: u64, file_len: u64) -> DumpError {
     DumpError::corrupt(
         file_len,
         format!(
-            "the header lists {pages} pages from file offset {first_offset:#x}, {} bytes, but \
-             the file has {file_len} bytes (cut short?)",
+            "the header lists at least {pages} pages from file offset {first_offset:#x}, {} \
+             bytes, but the file has {file_len} bytes (cut short?)",
             needed(first_offset, pages).map_or_else(|| "more than 2^64".into(), |n| n.to_string())
         ),
     )
