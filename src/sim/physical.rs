@@ -95,14 +95,14 @@ impl PhysicalMemory {
                         let child_pfn = first_table_pfn + (child as u64 - 1);
                         tables.push(Box::new([0; ENTRIES]));
                         table_pfns.push(child_pfn);
-                        tables[table][slot] = child_pfn * PAGE_SIZE | KERNEL_ENTRY;
+                        tables[table][slot] = (child_pfn * PAGE_SIZE) | KERNEL_ENTRY;
                         index.insert((shift, va >> shift), child);
                         child
                     }
                 };
                 table = child;
             }
-            tables[table][((va >> 12) & 0x1FF) as usize] = pfn * PAGE_SIZE | KERNEL_ENTRY;
+            tables[table][((va >> 12) & 0x1FF) as usize] = (pfn * PAGE_SIZE) | KERNEL_ENTRY;
             used.insert(pfn, FrameUse::Data(va));
         }
         for (i, &pfn) in table_pfns.iter().enumerate() {
@@ -322,7 +322,7 @@ mod tests {
         assert_eq!(physical.read(&memory, 0x9_FFFE, 4), (vec![0, 0], false));
         assert_eq!(physical.read(&memory, 0, 1), (Vec::new(), false));
         let end = physical.end_pfn() * PAGE_SIZE;
-        assert_eq!(physical.read(&memory, end - 2, 4).1, false);
+        assert!(!physical.read(&memory, end - 2, 4).1);
         assert_eq!(physical.read(&memory, u64::MAX - 1, 4), (Vec::new(), false));
         assert_eq!(
             physical.ram_runs(),
