@@ -2,7 +2,7 @@
 //! KDCOM (a Unix or TCP stream), for tests of the host without a Windows machine.
 //!
 //! * [`memory`] — sparse page memory with Windows' partial-read rule; [`physical`] — its frames
-//!   and x64 page tables.
+//!   and x64 page tables; [`dump`] — Windows crash dumps of it.
 //! * [`machine`] / [`kernel`] — the kernel state (version block, CPUs, MSRs) and its built-in image.
 //! * [`breakpoints`], [`context`] — the breakpoint table and SetContextEx staging.
 //! * [`requests`] — answers to manipulate requests; [`target`] — the sans-IO stop loop.
@@ -10,6 +10,7 @@
 
 pub mod breakpoints;
 pub mod context;
+pub mod dump;
 pub mod faults;
 pub mod isf;
 pub mod kdcom;
