@@ -48,7 +48,7 @@ enum Command {
 }
 
 #[derive(clap::Args)]
-#[command(group(clap::ArgGroup::new("transport").required(true).multiple(true).args(["kdnet", "pipe", "tcp", "pty"])))]
+#[command(group(clap::ArgGroup::new("transport").multiple(true).args(["kdnet", "pipe", "tcp", "pty"])))]
 struct SimArgs {
     /// KDNET: poke the debugger host at HOST:PORT (the target's `hostip:port`).
     #[arg(long, value_name = "HOST:PORT", conflicts_with_all = ["pipe", "tcp", "pty"])]
@@ -93,6 +93,30 @@ struct SimArgs {
     /// Compress the scenario timeline's target time: 60 = one target minute per wall second.
     #[arg(long, value_name = "FACTOR", default_value_t = 1.0)]
     time_scale: f64,
+    /// Write a Windows x64 crash dump of the scenario's memory to FILE and exit (no transport).
+    #[arg(long, value_name = "FILE", conflicts_with = "transport")]
+    write_dump: Option<PathBuf>,
+    /// With --write-dump: full (DumpType 1, physical memory runs), kernel (bitmap dump with an
+    /// SDMP header: kernel pages only) or bitmap (bitmap dump with an FDMP header: all RAM).
+    #[arg(long, value_enum, default_value_t = DumpTypeArg::Full, requires = "write_dump")]
+    dump_type: DumpTypeArg,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DumpTypeArg {
+    Full,
+    Kernel,
+    Bitmap,
+}
+
+impl From<DumpTypeArg> for sim::dump::DumpKind {
+    fn from(arg: DumpTypeArg) -> Self {
+        match arg {
+            DumpTypeArg::Full => Self::Full,
+            DumpTypeArg::Kernel => Self::Kernel,
+            DumpTypeArg::Bitmap => Self::Bitmap,
+        }
+    }
 }
 
 /// The KDNET key, from the command line, the environment or a file (the last two keep it out of
@@ -168,6 +192,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
 }
 
 fn run_sim(args: SimArgs) -> Result<ExitCode> {
+    if let Some(path) = &args.write_dump {
+        return write_sim_dump(&args, path);
+    }
+    anyhow::ensure!(
+        args.kdnet.is_some() || args.pipe.is_some() || args.tcp.is_some() || args.pty.is_some(),
+        "kdleak sim needs a transport (--kdnet, --pipe, --tcp or --pty) or --write-dump FILE"
+    );
     let transport = match args.kdnet {
         Some(host) => {
             let key = read_key(args.key)?;
@@ -213,6 +244,33 @@ fn run_sim(args: SimArgs) -> Result<ExitCode> {
         .block_on(sim::run(transport, machine, args.state_file, shutdown))
         .context("simulated target failed")?;
     eprintln!("kdleak sim: summary\n{stats}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `kdleak sim --write-dump`: the scenario as laid out (timeline time 0), written and done.
+fn write_sim_dump(args: &SimArgs, path: &std::path::Path) -> Result<ExitCode> {
+    let machine = match &args.scenario {
+        None => Machine::default(),
+        Some(name) => {
+            Machine::for_scenario(name).with_context(|| format!("cannot load scenario {name}"))?
+        }
+    };
+    let scenario = args.scenario.as_deref().unwrap_or("tiny built-in kernel");
+    let options = sim::dump::DumpOptions {
+        kind: args.dump_type.into(),
+        system_time: sim::dump::filetime(std::time::SystemTime::now()),
+        comment: format!("kdleak sim: simulated target ({scenario})"),
+    };
+    let summary = sim::dump::write_dump(&machine, path, &options)?;
+    eprintln!(
+        "kdleak sim: wrote a {} dump (DumpType {}, {} pages, {} bytes, CR3 {:#x}) to {}",
+        summary.kind.name(),
+        summary.dump_type,
+        summary.pages,
+        summary.file_size,
+        summary.cr3,
+        path.display()
+    );
     Ok(ExitCode::SUCCESS)
 }
 
