@@ -217,6 +217,11 @@ fn bitmap<S: Source + ?Sized>(src: &S) -> Result<PhysMap> {
         src.read_at(bitmap_at + byte_index, buf)
             .map_err(|e| io(bitmap_at + byte_index, e))?;
         for &byte in buf.iter() {
+            if byte == 0 {
+                // Most of a kernel dump's bitmap is clear: skip whole bytes.
+                pfn = (pfn + 8).min(bits);
+                continue;
+            }
             for bit in 0..8 {
                 if pfn >= bits {
                     break;
