@@ -174,3 +174,29 @@ fn a_dump_without_its_kernel_pdb_exits_4() {
     assert_eq!(out.status.code(), Some(4), "{stderr}");
     assert!(stderr.contains("ntkrnlmp.pdb"), "{stderr}");
 }
+
+/// Symbols are found as attach finds them: `_NT_SYMBOL_PATH` when no option is given, and
+/// `--symbol-path` as another spelling of `--sympath`.
+#[test]
+fn the_symbol_path_comes_from_the_environment_or_either_option_spelling() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("win7-bitmap.dmp");
+    write_dump("win7-myfault", "bitmap", &path);
+    let fixture = root().join("captures/fixtures/win7-7601");
+    let mut from_env = kdleak();
+    from_env
+        .arg("analyze")
+        .arg(&path)
+        .args(["--offline", "--format", "json"])
+        .env("_NT_SYMBOL_PATH", &fixture);
+    let from_env = json("analyze", &run_ok("analyze with _NT_SYMBOL_PATH", from_env));
+    let mut spelled = kdleak();
+    spelled
+        .arg("analyze")
+        .arg(&path)
+        .args(["--offline", "--format", "json", "--symbol-path"])
+        .arg(&fixture);
+    let spelled = json("analyze", &run_ok("analyze --symbol-path", spelled));
+    assert_eq!(from_env["complete"], true);
+    assert_eq!(without_transport(from_env), without_transport(spelled));
+}
