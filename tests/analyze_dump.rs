@@ -200,3 +200,56 @@ fn the_symbol_path_comes_from_the_environment_or_either_option_spelling() {
     assert_eq!(from_env["complete"], true);
     assert_eq!(without_transport(from_env), without_transport(spelled));
 }
+
+/// A page a kernel dump left out reads as unreadable, as memory that is paged out over a live
+/// link: with the frame of myfault.sys's image header cut from the dump (bitmap bit cleared, page
+/// removed), the pull still succeeds and myfault's frames show `myfault+0xoff`.
+#[test]
+fn a_page_missing_from_the_dump_is_unreadable_not_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("win10-kernel.dmp");
+    write_dump("win10-myfault", "kernel", &path);
+    let whole = json(
+        "analyze",
+        &analyze(&path, "win10-19041", &["--format", "json"]),
+    );
+    let driver = &whole["drivers"][0];
+    assert_eq!(driver["name"], "myfault.sys");
+    let base = u64::from_str_radix(&driver["image_base"].as_str().unwrap()[2..], 16).unwrap();
+
+    let dump = kdleak::dump::open(&path).unwrap();
+    let frame = match dump.translate(base).unwrap() {
+        kdleak::dump::Translation::Physical(pa) => pa / 0x1000,
+        other => panic!("myfault's base is not in the dump: {other:?}"),
+    };
+    let offset = dump.phys_map().file_offset(frame).unwrap() as usize;
+    drop(dump);
+    let mut file = std::fs::read(&path).unwrap();
+    file.drain(offset..offset + 0x1000);
+    // The bitmap (after the 0x38-byte SDMP header at 0x2000), then TotalPresentPages.
+    file[0x2038 + (frame / 8) as usize] &= !(1u8 << (frame % 8));
+    let present = u64::from_le_bytes(file[0x2028..0x2030].try_into().unwrap());
+    file[0x2028..0x2030].copy_from_slice(&(present - 1).to_le_bytes());
+    let holed = dir.path().join("holed.dmp");
+    std::fs::write(&holed, file).unwrap();
+
+    let report = json(
+        "analyze",
+        &analyze(&holed, "win10-19041", &["--format", "json"]),
+    );
+    let caller = |r: &Value| r["drivers"][0]["allocations"][0]["caller_symbol"].clone();
+    assert!(
+        caller(&whole).as_str().unwrap().starts_with("myfault!"),
+        "{}",
+        caller(&whole)
+    );
+    assert!(
+        caller(&report).as_str().unwrap().starts_with("myfault+0x"),
+        "{}",
+        caller(&report)
+    );
+    assert_eq!(
+        report["drivers"][0]["allocations"].as_array().map(Vec::len),
+        whole["drivers"][0]["allocations"].as_array().map(Vec::len)
+    );
+}
