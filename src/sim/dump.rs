@@ -433,3 +433,193 @@ fn put_u64(bytes: &mut [u8], offset: usize, value: u64) {
 fn put_u32(bytes: &mut [u8], offset: usize, value: u32) {
     bytes[offset..offset + 4].copy_from_slice(&value.to_le_bytes());
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn u32_at(bytes: &[u8], offset: usize) -> u32 {
+        u32::from_le_bytes(bytes[offset..offset + 4].try_into().unwrap())
+    }
+
+    fn u64_at(bytes: &[u8], offset: usize) -> u64 {
+        u64::from_le_bytes(bytes[offset..offset + 8].try_into().unwrap())
+    }
+
+    fn write(machine: &Machine, kind: DumpKind) -> (Vec<u8>, DumpSummary) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("memory.dmp");
+        let options = DumpOptions {
+            kind,
+            system_time: 0x01DA_0000_0000_0000,
+            comment: "unit test".into(),
+        };
+        let summary = write_dump(machine, &path, &options).unwrap();
+        // Only the dump is left: the temporary file was renamed.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        (std::fs::read(&path).unwrap(), summary)
+    }
+
+    /// Frame → file offset, read the way the format says (runs, or a bitmap at 0x2000).
+    fn frame_offsets(file: &[u8]) -> BTreeMap<u64, u64> {
+        let mut map = BTreeMap::new();
+        match u32_at(file, offsets::DUMP_TYPE) {
+            DUMP_TYPE_FULL => {
+                let block = offsets::PHYSICAL_MEMORY_BLOCK;
+                let mut offset = HEADER_SIZE as u64;
+                for run in 0..u32_at(file, block) as usize {
+                    let base = u64_at(file, block + 16 + run * 16);
+                    let count = u64_at(file, block + 24 + run * 16);
+                    for pfn in base..base + count {
+                        map.insert(pfn, offset);
+                        offset += PAGE_SIZE;
+                    }
+                }
+            }
+            DUMP_TYPE_BITMAP => {
+                let head = &file[HEADER_SIZE..];
+                let mut offset = u64_at(head, bitmap_offsets::FIRST_PAGE);
+                let bits = u64_at(head, bitmap_offsets::BITMAP_BITS);
+                for pfn in 0..bits {
+                    let byte = head[bitmap_offsets::BITMAP + (pfn / 8) as usize];
+                    if byte >> (pfn % 8) & 1 == 1 {
+                        map.insert(pfn, offset);
+                        offset += PAGE_SIZE;
+                    }
+                }
+                assert_eq!(
+                    map.len() as u64,
+                    u64_at(head, bitmap_offsets::PRESENT_PAGES)
+                );
+            }
+            other => panic!("unexpected DumpType {other}"),
+        }
+        map
+    }
+
+    /// The hardware walk over the dump's own frames.
+    fn translate(file: &[u8], frames: &BTreeMap<u64, u64>, va: u64) -> Option<u64> {
+        let mut table = u64_at(file, offsets::DIRECTORY_TABLE_BASE) & !0xFFF;
+        for shift in [39u32, 30, 21, 12] {
+            let offset = frames.get(&(table / PAGE_SIZE))? + ((va >> shift) & 0x1FF) * 8;
+            let entry = u64_at(file, offset as usize);
+            if entry & 1 == 0 {
+                return None;
+            }
+            table = entry & 0x000F_FFFF_FFFF_F000;
+        }
+        Some(table | (va & 0xFFF))
+    }
+
+    #[test]
+    fn every_mapped_page_reads_back_through_the_dump_in_every_layout() {
+        let mut machine = Machine::builder().processors(2).build();
+        machine.memory.map(0xffff_c000_0000_0000, b"pool bytes");
+        for kind in [DumpKind::Full, DumpKind::Kernel, DumpKind::Bitmap] {
+            let (file, summary) = write(&machine, kind);
+            assert_eq!(summary.file_size, file.len() as u64);
+            assert_eq!(
+                u64_at(&file, offsets::REQUIRED_DUMP_SPACE),
+                file.len() as u64
+            );
+            let frames = frame_offsets(&file);
+            assert_eq!(frames.len() as u64, summary.pages, "{kind:?}");
+            assert_eq!(
+                frames.values().last().copied().unwrap() + PAGE_SIZE,
+                file.len() as u64
+            );
+            for (va, _) in machine.memory.frames() {
+                let pa = translate(&file, &frames, va).unwrap_or_else(|| panic!("{va:#x}"));
+                let offset = frames[&(pa / PAGE_SIZE)] as usize;
+                assert_eq!(
+                    &file[offset..offset + PAGE_SIZE as usize],
+                    machine.memory.page_bytes(va).unwrap(),
+                    "{kind:?} {va:#x}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn header_fields_and_the_three_layouts() {
+        let machine = Machine::builder().processors(2).build();
+        let (full, _) = write(&machine, DumpKind::Full);
+        let (kernel, _) = write(&machine, DumpKind::Kernel);
+        let (bitmap, _) = write(&machine, DumpKind::Bitmap);
+        for file in [&full, &kernel, &bitmap] {
+            assert_eq!(&file[..8], b"PAGEDU64");
+            assert_eq!(u32_at(file, offsets::MAJOR_VERSION), 0xF);
+            assert_eq!(
+                u32_at(file, offsets::MINOR_VERSION),
+                u32::from(machine.build)
+            );
+            assert_eq!(u64_at(file, offsets::DIRECTORY_TABLE_BASE), 0x1AD000);
+            assert_eq!(
+                u64_at(file, offsets::PS_LOADED_MODULE_LIST),
+                machine.ps_loaded_module_list
+            );
+            assert_eq!(u64_at(file, offsets::KD_DEBUGGER_DATA_BLOCK), machine.kdbg);
+            assert_eq!(u32_at(file, offsets::MACHINE_IMAGE_TYPE), 0x8664);
+            assert_eq!(u32_at(file, offsets::NUMBER_PROCESSORS), 2);
+            assert_eq!(u32_at(file, offsets::BUGCHECK_CODE), 0xE2);
+            assert_eq!(u64_at(file, offsets::SYSTEM_TIME), 0x01DA_0000_0000_0000);
+            assert_eq!(&file[offsets::COMMENT..][..10], b"unit test\0");
+            assert_eq!(
+                &file[offsets::CONTEXT_RECORD..][..machine.cpus[0].context.len()],
+                &machine.cpus[0].context[..]
+            );
+            assert_eq!(u64_at(file, offsets::EXCEPTION + 0x10), machine.break_pc);
+        }
+        assert_eq!(u32_at(&full, offsets::DUMP_TYPE), 1);
+        assert_eq!(u32_at(&full, offsets::PHYSICAL_MEMORY_BLOCK), 2);
+        // Bitmap dumps leave the runs to the bitmap: the block keeps Windows' PAGE fill.
+        for (file, signature) in [(&kernel, b"SDMP"), (&bitmap, b"FDMP")] {
+            assert_eq!(u32_at(file, offsets::DUMP_TYPE), 5);
+            assert_eq!(&file[offsets::PHYSICAL_MEMORY_BLOCK..][..4], b"PAGE");
+            assert_eq!(
+                &file[HEADER_SIZE..][..8],
+                [&signature[..], b"DUMP"].concat()
+            );
+            assert_eq!(
+                u64_at(file, HEADER_SIZE + bitmap_offsets::FIRST_PAGE) % PAGE_SIZE,
+                0
+            );
+        }
+        // The bitmap dump holds all RAM, like the full one; the kernel dump only frames in use.
+        assert_eq!(
+            frame_offsets(&full).keys().collect::<Vec<_>>(),
+            frame_offsets(&bitmap).keys().collect::<Vec<_>>()
+        );
+        let physical = PhysicalMemory::build(&machine.memory);
+        assert_eq!(
+            frame_offsets(&kernel).into_keys().collect::<Vec<_>>(),
+            physical.used_frames().collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn a_failed_write_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("no such dir").join("memory.dmp");
+        let options = DumpOptions {
+            kind: DumpKind::Full,
+            system_time: 0,
+            comment: String::new(),
+        };
+        let error = write_dump(&Machine::default(), &missing, &options).unwrap_err();
+        assert!(error.to_string().contains("memory.dmp"), "{error}");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn filetime_counts_from_1601() {
+        let unix_epoch = std::time::UNIX_EPOCH;
+        assert_eq!(filetime(unix_epoch), 116_444_736_000_000_000);
+        assert_eq!(
+            filetime(unix_epoch + std::time::Duration::from_nanos(1_000_000_250)),
+            116_444_736_010_000_002
+        );
+    }
+}

@@ -338,4 +338,33 @@ mod tests {
         assert_eq!(physical.used_count(), 1); // the empty PML4
         assert_eq!(physical.translate(&memory, 0x0000_8000_0000_0000), None);
     }
+
+    #[test]
+    fn the_view_follows_a_running_timeline() {
+        let mut machine = crate::sim::Machine::for_scenario("watch-leak").unwrap();
+        let before = machine.physical();
+        let kernel_frame = machine.memory.frame_of(machine.kern_base).unwrap();
+        machine.set_time_scale(60.0);
+        // Ten target minutes: leaky.sys leaks 4 KiB pages, myfault.sys allocates and frees.
+        machine.run_for(std::time::Duration::from_secs(10));
+        let after = machine.physical();
+        assert_ne!(before.generation(), after.generation(), "pages were mapped");
+        assert!(
+            std::sync::Arc::ptr_eq(&after, &machine.physical()),
+            "cached"
+        );
+        // Frames of pages that stayed mapped did not move.
+        assert_eq!(
+            after.translate(&machine.memory, machine.kern_base),
+            Some(kernel_frame * PAGE_SIZE)
+        );
+        for (va, pfn) in machine.memory.frames() {
+            let pa = after.translate(&machine.memory, va + 0x10).unwrap();
+            assert_eq!(pa, pfn * PAGE_SIZE + 0x10, "{va:#x}");
+            assert_eq!(
+                after.read(&machine.memory, pa, 0x30).0,
+                machine.memory.read(va + 0x10, 0x30).0
+            );
+        }
+    }
 }
