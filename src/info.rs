@@ -74,13 +74,15 @@ async fn collect(s: &mut Session, context: StopContext) -> session::Result<Targe
         connection,
         resumes: resumed,
     } = context;
-    let KernelContext {
+    let (
         version,
-        kdbg,
-        module_list_head: head,
-        modules,
-        ..
-    } = KernelContext::load(s, &symbols).await?;
+        KernelContext {
+            kdbg,
+            module_list_head: head,
+            modules,
+            ..
+        },
+    ) = KernelContext::load_live(s, &symbols).await?;
     let stop = s.stop().cloned().ok_or(Error::NotStopped)?;
     Ok(TargetInfo {
         connection,

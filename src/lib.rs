@@ -7,10 +7,12 @@
 //! * [`info`] — `kdleak info`; [`decode`] / [`capture`] — `kdleak decode`.
 //! * [`sim`] — the simulated Windows target.
 
+pub mod analyze;
 pub mod attach;
 pub mod capture;
 pub mod connect;
 pub mod decode;
+pub mod dump;
 pub mod duration;
 pub mod info;
 pub mod kernel;

@@ -38,6 +38,9 @@ enum Command {
     /// Poll a running target: break in, pull, resume every INTERVAL; a JSONL series, growth per
     /// allocation site, suspected leaks, an HTML report.
     Watch(Box<WatchArgs>),
+    /// Pull the same leak report from a Windows kernel crash dump (complete or kernel memory
+    /// dump) instead of a live target.
+    Analyze(Box<AnalyzeArgs>),
     /// Attach to a target, print its build, kernel base, KDBG and module list, then resume it.
     Info(Box<InfoArgs>),
     /// Run a simulated Windows target (tiny built-in kernel) until Ctrl-C, for testing hosts.
@@ -45,7 +48,7 @@ enum Command {
 }
 
 #[derive(clap::Args)]
-#[command(group(clap::ArgGroup::new("transport").required(true).multiple(true).args(["kdnet", "pipe", "tcp", "pty"])))]
+#[command(group(clap::ArgGroup::new("transport").multiple(true).args(["kdnet", "pipe", "tcp", "pty"])))]
 struct SimArgs {
     /// KDNET: poke the debugger host at HOST:PORT (the target's `hostip:port`).
     #[arg(long, value_name = "HOST:PORT", conflicts_with_all = ["pipe", "tcp", "pty"])]
@@ -90,6 +93,30 @@ struct SimArgs {
     /// Compress the scenario timeline's target time: 60 = one target minute per wall second.
     #[arg(long, value_name = "FACTOR", default_value_t = 1.0)]
     time_scale: f64,
+    /// Write a Windows x64 crash dump of the scenario's memory to FILE and exit (no transport).
+    #[arg(long, value_name = "FILE", conflicts_with = "transport")]
+    write_dump: Option<PathBuf>,
+    /// With --write-dump: full (DumpType 1, physical memory runs), kernel (bitmap dump with an
+    /// SDMP header: kernel pages only) or bitmap (bitmap dump with an FDMP header: all RAM).
+    #[arg(long, value_enum, default_value_t = DumpTypeArg::Full, requires = "write_dump")]
+    dump_type: DumpTypeArg,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DumpTypeArg {
+    Full,
+    Kernel,
+    Bitmap,
+}
+
+impl From<DumpTypeArg> for sim::dump::DumpKind {
+    fn from(arg: DumpTypeArg) -> Self {
+        match arg {
+            DumpTypeArg::Full => Self::Full,
+            DumpTypeArg::Kernel => Self::Kernel,
+            DumpTypeArg::Bitmap => Self::Bitmap,
+        }
+    }
 }
 
 /// The KDNET key, from the command line, the environment or a file (the last two keep it out of
@@ -157,6 +184,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Decode(args) => run_decode(args),
         Command::Attach(args) => run_attach(*args),
+        Command::Analyze(args) => run_analyze(*args),
         Command::Info(args) => run_info(*args),
         Command::Watch(args) => run_watch(*args),
         Command::Sim(args) => run_sim(*args),
@@ -164,6 +192,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
 }
 
 fn run_sim(args: SimArgs) -> Result<ExitCode> {
+    if let Some(path) = &args.write_dump {
+        return write_sim_dump(&args, path);
+    }
+    anyhow::ensure!(
+        args.kdnet.is_some() || args.pipe.is_some() || args.tcp.is_some() || args.pty.is_some(),
+        "kdleak sim needs a transport (--kdnet, --pipe, --tcp or --pty) or --write-dump FILE"
+    );
     let transport = match args.kdnet {
         Some(host) => {
             let key = read_key(args.key)?;
@@ -212,6 +247,33 @@ fn run_sim(args: SimArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `kdleak sim --write-dump`: the scenario as laid out (timeline time 0), written and done.
+fn write_sim_dump(args: &SimArgs, path: &std::path::Path) -> Result<ExitCode> {
+    let machine = match &args.scenario {
+        None => Machine::default(),
+        Some(name) => {
+            Machine::for_scenario(name).with_context(|| format!("cannot load scenario {name}"))?
+        }
+    };
+    let scenario = args.scenario.as_deref().unwrap_or("tiny built-in kernel");
+    let options = sim::dump::DumpOptions {
+        kind: args.dump_type.into(),
+        system_time: sim::dump::filetime(std::time::SystemTime::now()),
+        comment: format!("kdleak sim: simulated target ({scenario})"),
+    };
+    let summary = sim::dump::write_dump(&machine, path, &options)?;
+    eprintln!(
+        "kdleak sim: wrote a {} dump (DumpType {}, {} pages, {} bytes, CR3 {:#x}) to {}",
+        summary.kind.name(),
+        summary.dump_type,
+        summary.pages,
+        summary.file_size,
+        summary.cr3,
+        path.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 fn run_decode(args: DecodeArgs) -> Result<ExitCode> {
     let key = read_key(args.key)?;
     let decoded = decode::decode_file(&args.capture, &key)
@@ -257,7 +319,7 @@ fn read_key(args: KeyArgs) -> Result<Key> {
 struct SymbolArgs {
     /// Symbol path: `srv*CACHE*URL`, `srv*URL`, `cache*DIR`, directories, `;`-separated.
     /// Default: $_NT_ALT_SYMBOL_PATH;$_NT_SYMBOL_PATH.
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", alias = "symbol-path")]
     sympath: Option<String>,
     /// Never contact a symbol server; use local stores and the cache only.
     #[arg(long)]
@@ -374,6 +436,17 @@ enum ReportFormat {
 struct AttachArgs {
     #[command(flatten)]
     target: TargetArgs,
+    #[command(flatten)]
+    report: ReportArgs,
+    /// Write what the pull cost to FILE as JSON: requests, wire bytes, memory bytes read and
+    /// needed, seconds the target was stopped.
+    #[arg(long, value_name = "FILE")]
+    stats: Option<PathBuf>,
+}
+
+/// What to report and how: everything `attach` and `analyze` share.
+#[derive(clap::Args)]
+struct ReportArgs {
     /// Only this verified driver (repeatable; `.sys` optional). Default: every verified driver.
     #[arg(long = "driver", value_name = "NAME")]
     drivers: Vec<String>,
@@ -398,66 +471,103 @@ struct AttachArgs {
     /// allocation.
     #[arg(long)]
     history: bool,
-    /// Write what the pull cost to FILE as JSON: requests, wire bytes, memory bytes read and
-    /// needed, seconds the target was stopped.
-    #[arg(long, value_name = "FILE")]
-    stats: Option<PathBuf>,
+}
+
+impl ReportArgs {
+    fn pull_options(&self) -> kdleak::verifier::PullOptions {
+        kdleak::verifier::PullOptions {
+            drivers: self.drivers.clone(),
+            no_log: self.no_log,
+            history_limit: if self.history { 64 } else { 8 },
+            connection: String::new(),
+            until_stacks: self.until_stacks,
+            progress: true,
+        }
+    }
+
+    /// Groups the sites, renders the report and writes it out; says so when it is incomplete.
+    fn emit(&self, mut report: kdleak::verifier::LeakReport) -> Result<ExitCode> {
+        report.sites = report::sites(&report, self.group_by);
+        let text_options = report::text::TextOptions {
+            group_by: self.group_by,
+            history: self.history,
+            ..report::text::TextOptions::default()
+        };
+        // JSON goes straight out: a 45,000-allocation report is over 100 MB of it.
+        let write_report = |out: &mut dyn std::io::Write| match self.format {
+            ReportFormat::Text => {
+                out.write_all(report::text::render(&report, &text_options).as_bytes())
+            }
+            ReportFormat::Json => report::json::write(&report, out),
+            ReportFormat::Csv => out.write_all(report::csv::render(&report).as_bytes()),
+        };
+        match &self.out {
+            Some(path) => report::write_atomically_with(path, write_report)
+                .with_context(|| format!("cannot write {}", path.display()))?,
+            None => {
+                let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
+                write_report(&mut stdout)?;
+                std::io::Write::flush(&mut stdout)?;
+            }
+        }
+        if !report.complete {
+            eprintln!(
+                "kdleak: the report is incomplete: {}",
+                report.incomplete_reasons.join("; ")
+            );
+        }
+        Ok(ExitCode::SUCCESS)
+    }
 }
 
 fn run_attach(args: AttachArgs) -> Result<ExitCode> {
     let (spec, stop) = args.target.stop_options()?;
     let options = kdleak::attach::AttachOptions {
         stop,
-        pull: kdleak::verifier::PullOptions {
-            drivers: args.drivers,
-            no_log: args.no_log,
-            history_limit: if args.history { 64 } else { 8 },
-            connection: String::new(),
-            until_stacks: args.until_stacks,
-            progress: true,
-        },
+        pull: args.report.pull_options(),
     };
     let runtime = async_runtime()?;
-    let (mut report, cost) = match runtime.block_on(kdleak::attach::run(&spec, &options)) {
-        Ok(attached) => (attached.report, attached.cost),
+    match runtime.block_on(kdleak::attach::run(&spec, &options)) {
+        Ok(attached) => {
+            if let Some(path) = &args.stats {
+                report::write_atomically(path, &serde_json::to_vec_pretty(&attached.cost)?)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+            }
+            args.report.emit(attached.report)
+        }
         Err(error) => {
             eprintln!("kdleak: error: {error}");
-            return Ok(ExitCode::from(error.exit_code()));
-        }
-    };
-    report.sites = report::sites(&report, args.group_by);
-    let text_options = report::text::TextOptions {
-        group_by: args.group_by,
-        history: args.history,
-        ..report::text::TextOptions::default()
-    };
-    let write_report = |out: &mut dyn std::io::Write| match args.format {
-        ReportFormat::Text => {
-            out.write_all(report::text::render(&report, &text_options).as_bytes())
-        }
-        ReportFormat::Json => report::json::write(&report, out),
-        ReportFormat::Csv => out.write_all(report::csv::render(&report).as_bytes()),
-    };
-    match &args.out {
-        Some(path) => report::write_atomically_with(path, write_report)
-            .with_context(|| format!("cannot write {}", path.display()))?,
-        None => {
-            let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
-            write_report(&mut stdout)?;
-            std::io::Write::flush(&mut stdout)?;
+            Ok(ExitCode::from(error.exit_code()))
         }
     }
-    if let Some(path) = &args.stats {
-        report::write_atomically(path, &serde_json::to_vec_pretty(&cost)?)
-            .with_context(|| format!("cannot write {}", path.display()))?;
+}
+
+// ---- kdleak analyze (issue 10) ---------------------------------------------------------------
+
+#[derive(clap::Args)]
+struct AnalyzeArgs {
+    /// The crash dump: a complete or kernel memory dump of x64 Windows (MEMORY.DMP; full or
+    /// bitmap layout). Minidumps and small (triage) dumps lack the pool and are refused.
+    dump: PathBuf,
+    #[command(flatten)]
+    symbols: SymbolArgs,
+    #[command(flatten)]
+    report: ReportArgs,
+}
+
+fn run_analyze(args: AnalyzeArgs) -> Result<ExitCode> {
+    let options = kdleak::analyze::AnalyzeOptions {
+        symbols: Some(args.symbols.options()?),
+        pull: args.report.pull_options(),
+    };
+    let runtime = async_runtime()?;
+    match runtime.block_on(kdleak::analyze::run(&args.dump, &options)) {
+        Ok(report) => args.report.emit(report),
+        Err(error) => {
+            eprintln!("kdleak: error: {}: {error}", args.dump.display());
+            Ok(ExitCode::from(error.exit_code()))
+        }
     }
-    if !report.complete {
-        eprintln!(
-            "kdleak: the report is incomplete: {}",
-            report.incomplete_reasons.join("; ")
-        );
-    }
-    Ok(ExitCode::SUCCESS)
 }
 
 // ---- kdleak watch (issue 7) ------------------------------------------------------------------

@@ -27,19 +27,29 @@ pub struct StopOptions {
 impl StopOptions {
     /// The symbol loader, with `extra_dir` (e.g. the simulated target's fixtures) searched first.
     pub fn symbol_loader(&self, extra_dir: Option<&Path>) -> session::Result<Arc<Symbols>> {
-        let mut options = match &self.symbols {
-            Some(options) => options.clone(),
-            None => SymbolOptions::new(None)
-                .map_err(|e| Error::TargetData(format!("symbol path: {e}")))?,
-        };
-        if let Some(dir) = extra_dir {
-            options
-                .path
-                .elements
-                .insert(0, Element::Dir(dir.to_path_buf()));
-        }
-        Ok(Arc::new(Symbols::new(options)))
+        symbol_loader(self.symbols.as_ref(), extra_dir)
     }
+}
+
+/// A symbol loader for `options` (`None`: `_NT_ALT_SYMBOL_PATH`/`_NT_SYMBOL_PATH` and the
+/// default cache), with `extra_dir` searched first. Shared with `analyze`, which has no stop.
+pub fn symbol_loader(
+    options: Option<&SymbolOptions>,
+    extra_dir: Option<&Path>,
+) -> session::Result<Arc<Symbols>> {
+    let mut options = match options {
+        Some(options) => options.clone(),
+        None => {
+            SymbolOptions::new(None).map_err(|e| Error::TargetData(format!("symbol path: {e}")))?
+        }
+    };
+    if let Some(dir) = extra_dir {
+        options
+            .path
+            .elements
+            .insert(0, Element::Dir(dir.to_path_buf()));
+    }
+    Ok(Arc::new(Symbols::new(options)))
 }
 
 /// What the work gets while the target is stopped, besides the session.

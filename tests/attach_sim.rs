@@ -343,7 +343,13 @@ async fn a_second_pull_of_an_unchanged_target_reuses_the_tracker_scans() {
             let before = s.stats().bytes_read;
             let second = pull_with(s, &kernel, &c.symbols, &options.pull, &mut cache).await?;
             let second_bytes = s.stats().bytes_read - before;
-            Ok((first, second, cache.last_reused_scans, first_bytes, second_bytes))
+            Ok((
+                first,
+                second,
+                cache.last_reused_scans,
+                first_bytes,
+                second_bytes,
+            ))
         },
     )
     .await
@@ -355,5 +361,8 @@ async fn a_second_pull_of_an_unchanged_target_reuses_the_tracker_scans() {
     };
     assert_eq!(strip(first), strip(second));
     // Same stop: the small reads come from the session cache; the pages are not read again.
-    assert!(second_bytes * 100 < first_bytes, "{second_bytes} of {first_bytes}");
+    assert!(
+        second_bytes * 100 < first_bytes,
+        "{second_bytes} of {first_bytes}"
+    );
 }

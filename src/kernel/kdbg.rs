@@ -59,29 +59,44 @@ pub async fn find_kdbg<M: Memory>(mem: &mut M, version: &Version) -> Result<Kdbg
             break;
         }
         let header = read_exact(mem, entry, HEADER_LEN, "debugger data header").await?;
-        let tag = le_u32(&header, OWNER_TAG);
-        let size = le_u32(&header, SIZE);
-        if tag == KDBG_TAG {
-            if !(HEADER_LEN as u32 + 0x38..=MAX_SIZE).contains(&size) {
-                return Err(KernelError::Invalid(format!(
-                    "KDBG at {entry:#x} has an implausible Size {size:#x}"
-                )));
-            }
-            let raw = read_exact(mem, entry, size as usize, "KDBG").await?;
-            return Ok(Kdbg {
-                address: entry,
-                size,
-                kern_base: le_u64(&raw, KERN_BASE),
-                breakpoint_with_status: le_u64(&raw, BREAKPOINT_WITH_STATUS),
-                ps_loaded_module_list: le_u64(&raw, PS_LOADED_MODULE_LIST),
-                raw,
-            });
+        if le_u32(&header, OWNER_TAG) == KDBG_TAG {
+            return read_block(mem, entry, le_u32(&header, SIZE)).await;
         }
         entry = le_u64(&header, 0);
     }
     Err(KernelError::Invalid(format!(
         "no block tagged KDBG on the debugger data list at {head:#x}"
     )))
+}
+
+/// Reads the KDBG block at `address`, as a crash dump's header names it (KdDebuggerDataBlock).
+pub async fn read_kdbg<M: Memory>(mem: &mut M, address: u64) -> Result<Kdbg> {
+    let header = read_exact(mem, address, HEADER_LEN, "KDBG header").await?;
+    let tag = le_u32(&header, OWNER_TAG);
+    if tag != KDBG_TAG {
+        return Err(KernelError::Invalid(format!(
+            "the block at {address:#x} is tagged {tag:#010x}, not KDBG ({KDBG_TAG:#010x})"
+        )));
+    }
+    read_block(mem, address, le_u32(&header, SIZE)).await
+}
+
+/// Reads the whole block tagged KDBG at `entry`, of header Size `size`.
+async fn read_block<M: Memory>(mem: &mut M, entry: u64, size: u32) -> Result<Kdbg> {
+    if !(HEADER_LEN as u32 + 0x38..=MAX_SIZE).contains(&size) {
+        return Err(KernelError::Invalid(format!(
+            "KDBG at {entry:#x} has an implausible Size {size:#x}"
+        )));
+    }
+    let raw = read_exact(mem, entry, size as usize, "KDBG").await?;
+    Ok(Kdbg {
+        address: entry,
+        size,
+        kern_base: le_u64(&raw, KERN_BASE),
+        breakpoint_with_status: le_u64(&raw, BREAKPOINT_WITH_STATUS),
+        ps_loaded_module_list: le_u64(&raw, PS_LOADED_MODULE_LIST),
+        raw,
+    })
 }
 
 #[cfg(test)]
@@ -140,5 +155,23 @@ mod tests {
         );
         let err = find_kdbg(&mut mem, &version(0x1000, 7)).await.unwrap_err();
         assert!(err.to_string().contains("no block tagged KDBG"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn reads_the_block_a_dump_header_names() {
+        let (head, at) = (0xfffff800_00200000u64, 0xfffff800_00300000u64);
+        let mut mem = FakeMemory::default();
+        mem.map(at, kdbg_block(at, head));
+        let kdbg = read_kdbg(&mut mem, at).await.unwrap();
+        assert_eq!(kdbg.kern_base, 0xfffff800_00000000);
+        let err = read_kdbg(&mut mem, at + 8).await.unwrap_err();
+        assert!(err.to_string().contains("not KDBG"), "{err}");
+        let err = read_kdbg(&mut mem, 0x5000).await.unwrap_err();
+        assert!(err.to_string().contains("KDBG header"), "{err}");
+        let mut small = kdbg_block(at, head);
+        small[0x14..0x18].copy_from_slice(&0x10u32.to_le_bytes());
+        mem.map(at, small);
+        let err = read_kdbg(&mut mem, at).await.unwrap_err();
+        assert!(err.to_string().contains("implausible Size 0x10"), "{err}");
     }
 }

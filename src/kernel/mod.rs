@@ -10,7 +10,7 @@ pub mod pe;
 use std::future::Future;
 
 use crate::session::{self, ReadOutcome, Session};
-pub use kdbg::{find_kdbg, Kdbg};
+pub use kdbg::{find_kdbg, read_kdbg, Kdbg};
 pub use modules::{walk_modules, Module, ModuleLayout, ModuleList, MAX_MODULES};
 pub use pe::{read_pdb_info, PdbInfo};
 

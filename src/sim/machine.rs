@@ -5,6 +5,7 @@
 //! ISF-driven layouts will feed the same builder later.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use kdproto::api::{
     context, kspecial, Version, DBGKD_64BIT_PROTOCOL_VERSION2, DBGKD_VERS_FLAG_DATA,
@@ -15,6 +16,7 @@ use kdproto::api::{
 use super::breakpoints::BreakpointTable;
 use super::kernel::{self, KernelLayout};
 use super::memory::SimMemory;
+use super::physical::PhysicalMemory;
 use super::scenario::{MemoryImage, Scenario, ScenarioError};
 use super::timeline::Timeline;
 
@@ -26,10 +28,13 @@ pub const EFER_VALUE: u64 = 0xD01;
 pub const DEFAULT_KERN_BASE: u64 = 0xffff_f803_1240_0000;
 /// Default build number (Windows 11 22H2).
 pub const DEFAULT_BUILD: u16 = 22621;
-/// Default CR3 of every CPU: non-zero, as ntoseye requires (kd.md §3.5).
-pub const DEFAULT_CR3: u64 = 0x001a_d000;
+/// CR3 of every CPU: the PML4 of the simulated page tables ([`super::physical`]).
+pub const DEFAULT_CR3: u64 = super::physical::CR3;
 /// Dr7 with only the reserved bit 10 set, as in every captured control report.
 pub const DEFAULT_DR7: u64 = 0x400;
+/// CONTEXT.FltSave (XMM_SAVE_AREA32 at 0x100): ControlWord @+0, MxCsr @+0x18 (winnt.h).
+const FLT_SAVE_CONTROL_WORD: usize = 0x100;
+const FLT_SAVE_MX_CSR: usize = 0x118;
 /// DBG_STATUS_CONTROL_C: RCX of a break-in stop (kd.md §2.7).
 pub const DBG_STATUS_CONTROL_C: u64 = 1;
 
@@ -89,11 +94,26 @@ pub struct Machine {
     pub breakpoints: BreakpointTable,
     /// Changes applied while the target runs (a scenario's `[[timeline]]`), if any.
     pub timeline: Option<Box<Timeline>>,
+    /// The physical view of `memory`, rebuilt when pages were mapped or unmapped since.
+    physical: Option<Arc<PhysicalMemory>>,
 }
 
 impl Machine {
     pub fn builder() -> MachineBuilder {
         MachineBuilder::default()
+    }
+
+    /// Physical memory and page tables for the current mapping (kept until pages are mapped or
+    /// unmapped, so a stop's physical reads all see one layout).
+    pub fn physical(&mut self) -> Arc<PhysicalMemory> {
+        match &self.physical {
+            Some(view) if view.generation() == self.memory.generation() => view.clone(),
+            _ => {
+                let view = Arc::new(PhysicalMemory::build(&self.memory));
+                self.physical = Some(view.clone());
+                view
+            }
+        }
     }
 
     pub fn processor_count(&self) -> u16 {
@@ -172,7 +192,6 @@ pub struct MachineBuilder {
     kern_base: u64,
     build: u16,
     processors: u16,
-    cr3: u64,
     extra: Vec<(u64, Vec<u8>)>,
     msrs: BTreeMap<u32, u64>,
     /// A laid-out scenario that replaces the tiny built-in kernel.
@@ -185,7 +204,6 @@ impl Default for MachineBuilder {
             kern_base: DEFAULT_KERN_BASE,
             build: DEFAULT_BUILD,
             processors: 1,
-            cr3: DEFAULT_CR3,
             extra: Vec::new(),
             msrs: BTreeMap::from([(MSR_EFER, EFER_VALUE)]),
             image: None,
@@ -208,11 +226,6 @@ impl MachineBuilder {
     /// Number of CPUs (at least 1).
     pub fn processors(mut self, count: u16) -> Self {
         self.processors = count.max(1);
-        self
-    }
-
-    pub fn cr3(mut self, cr3: u64) -> Self {
-        self.cr3 = cr3;
         self
     }
 
@@ -283,13 +296,15 @@ impl MachineBuilder {
             msrs: self.msrs,
             breakpoints: BreakpointTable::default(),
             timeline: None,
+            physical: None,
         }
     }
 
     fn make_cpu(&self, layout: &KernelLayout, index: u16, break_pc: u64) -> Cpu {
         let mut special = vec![0; kspecial::SIZE_WIN11];
         put_u64(&mut special, kspecial::CR0, 0x8005_0033);
-        put_u64(&mut special, kspecial::CR3, self.cr3);
+        // The page tables are built from memory on demand; their root never moves.
+        put_u64(&mut special, kspecial::CR3, DEFAULT_CR3);
         put_u64(&mut special, kspecial::CR4, 0x0035_0ef8);
         put_u64(&mut special, kspecial::KERNEL_DR6, 0xFFFF_0FF0);
         put_u64(&mut special, kspecial::KERNEL_DR7, DEFAULT_DR7);
@@ -298,6 +313,10 @@ impl MachineBuilder {
         let mut ctx = vec![0; context::SIZE];
         put_u32(&mut ctx, context::CONTEXT_FLAGS, 0x0010_001F);
         put_u32(&mut ctx, context::MX_CSR, 0x1F80);
+        // The FXSAVE copy (FltSave.MxCsr) equals MxCsr in a real CONTEXT; crash dump readers
+        // check it (kdmp-parser's CONTEXT::LooksGood).
+        put_u32(&mut ctx, FLT_SAVE_MX_CSR, 0x1F80);
+        put_u16(&mut ctx, FLT_SAVE_CONTROL_WORD, 0x027F);
         put_u16(&mut ctx, context::SEG_CS, 0x10);
         put_u16(&mut ctx, context::SEG_DS, 0x2B);
         put_u16(&mut ctx, context::SEG_ES, 0x2B);

@@ -2,23 +2,84 @@
 //!
 //! Reads and writes stop at the first unmapped byte, as Windows' `KdpCopyMemoryChunks` does
 //! (kd.md §3.10): the caller gets the part before the hole and reports STATUS_UNSUCCESSFUL.
+//!
+//! Every mapped page also owns a physical frame, assigned when the page is first mapped and kept
+//! until it is unmapped, so the physical view ([`super::physical`]) stays put while a scenario
+//! timeline maps and frees memory around it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Page size of the simulated address space.
 pub const PAGE_SIZE: u64 = 0x1000;
 
-type Page = Box<[u8; PAGE_SIZE as usize]>;
+/// First page frame handed to mapped pages. The frames below are left to what a real machine has
+/// there (firmware and legacy areas, the PML4 at [`super::physical::PML4_PFN`]).
+pub const FIRST_DATA_PFN: u64 = 0x200;
+
+type Bytes = Box<[u8; PAGE_SIZE as usize]>;
+
+#[derive(Debug, Clone)]
+struct Page {
+    pfn: u64,
+    bytes: Bytes,
+}
 
 /// Page-granular sparse memory. Unmapped pages read as "inaccessible", not as zeros.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct SimMemory {
     pages: BTreeMap<u64, Page>,
+    /// Next never-used frame number.
+    next_pfn: u64,
+    /// Frames of unmapped pages, reused lowest first so physical memory stays compact.
+    free_pfns: BTreeSet<u64>,
+    /// Bumped whenever a page is mapped or unmapped (not on writes): the physical layout derived
+    /// from the mapping is valid as long as this is unchanged.
+    generation: u64,
+}
+
+impl Default for SimMemory {
+    fn default() -> Self {
+        Self {
+            pages: BTreeMap::new(),
+            next_pfn: FIRST_DATA_PFN,
+            free_pfns: BTreeSet::new(),
+            generation: 0,
+        }
+    }
 }
 
 impl SimMemory {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The physical frame behind the page containing `addr`, if mapped.
+    pub fn frame_of(&self, addr: u64) -> Option<u64> {
+        self.pages.get(&page_of(addr)).map(|page| page.pfn)
+    }
+
+    /// Every mapped page as (virtual page address, frame number), by address.
+    pub fn frames(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.pages.iter().map(|(&va, page)| (va, page.pfn))
+    }
+
+    /// The 4 KiB of the mapped page at `page_va` (page aligned).
+    pub fn page_bytes(&self, page_va: u64) -> Option<&[u8; PAGE_SIZE as usize]> {
+        self.pages.get(&page_va).map(|page| &*page.bytes)
+    }
+
+    /// Changes whenever the set of mapped pages changes.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    fn allocate_pfn(&mut self) -> u64 {
+        if let Some(pfn) = self.free_pfns.pop_first() {
+            return pfn;
+        }
+        let pfn = self.next_pfn;
+        self.next_pfn += 1;
+        pfn
     }
 
     /// Maps the pages covering `addr..addr + bytes.len()` (zero-filled where new) and copies
@@ -36,9 +97,12 @@ impl SimMemory {
         let last = addr.saturating_add(len - 1);
         let mut page = page_of(addr);
         loop {
-            self.pages
-                .entry(page)
-                .or_insert_with(|| Box::new([0; PAGE_SIZE as usize]));
+            if !self.pages.contains_key(&page) {
+                let pfn = self.allocate_pfn();
+                let bytes = Box::new([0; PAGE_SIZE as usize]);
+                self.pages.insert(page, Page { pfn, bytes });
+                self.generation += 1;
+            }
             match page.checked_add(PAGE_SIZE) {
                 Some(next) if next <= last => page = next,
                 _ => break,
@@ -58,7 +122,10 @@ impl SimMemory {
             .map(|(&page, _)| page)
             .collect();
         for page in pages {
-            self.pages.remove(&page);
+            if let Some(removed) = self.pages.remove(&page) {
+                self.free_pfns.insert(removed.pfn);
+                self.generation += 1;
+            }
         }
     }
 
@@ -82,7 +149,7 @@ impl SimMemory {
             };
             let offset = (cursor - page_of(cursor)) as usize;
             let take = (PAGE_SIZE as usize - offset).min(len - out.len());
-            out.extend_from_slice(&page[offset..offset + take]);
+            out.extend_from_slice(&page.bytes[offset..offset + take]);
             match cursor.checked_add(take as u64) {
                 Some(next) => cursor = next,
                 None => {
@@ -105,7 +172,7 @@ impl SimMemory {
             };
             let offset = (cursor - base) as usize;
             let take = (PAGE_SIZE as usize - offset).min(bytes.len() - written);
-            page[offset..offset + take].copy_from_slice(&bytes[written..written + take]);
+            page.bytes[offset..offset + take].copy_from_slice(&bytes[written..written + take]);
             written += take;
             match cursor.checked_add(take as u64) {
                 Some(next) => cursor = next,
@@ -181,5 +248,30 @@ mod tests {
         memory.unmap(BASE + 0x1000, 1);
         assert!(memory.is_mapped(BASE) && !memory.is_mapped(BASE + 0x1000));
         assert_eq!(memory.read(BASE + 0xFFF, 2), (vec![0], false));
+    }
+
+    #[test]
+    fn frames_are_stable_and_reused_after_unmap() {
+        let mut memory = SimMemory::new();
+        memory.map_zeroed(BASE, 0x3000);
+        let frames: Vec<u64> = memory.frames().map(|(_, pfn)| pfn).collect();
+        assert_eq!(
+            frames,
+            vec![FIRST_DATA_PFN, FIRST_DATA_PFN + 1, FIRST_DATA_PFN + 2]
+        );
+        let generation = memory.generation();
+        memory.write(BASE, b"data");
+        memory.map_zeroed(BASE, 0x1000);
+        assert_eq!(
+            memory.generation(),
+            generation,
+            "writes and remaps keep the layout"
+        );
+        memory.unmap(BASE + 0x1000, 1);
+        assert_ne!(memory.generation(), generation);
+        memory.map_zeroed(BASE + 0x10_0000, 1);
+        assert_eq!(memory.frame_of(BASE + 0x10_0000), Some(FIRST_DATA_PFN + 1));
+        assert_eq!(memory.frame_of(BASE + 0x2FFF), Some(FIRST_DATA_PFN + 2));
+        assert_eq!(&memory.page_bytes(BASE).unwrap()[..4], b"data");
     }
 }

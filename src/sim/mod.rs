@@ -1,7 +1,8 @@
 //! The simulated Windows target: a tiny kernel that answers the KD protocol over KDNET (UDP) or
 //! KDCOM (a Unix or TCP stream), for tests of the host without a Windows machine.
 //!
-//! * [`memory`] — sparse page memory with Windows' partial-read rule.
+//! * [`memory`] — sparse page memory with Windows' partial-read rule; [`physical`] — its frames
+//!   and x64 page tables; [`dump`] — Windows crash dumps of it.
 //! * [`machine`] / [`kernel`] — the kernel state (version block, CPUs, MSRs) and its built-in image.
 //! * [`breakpoints`], [`context`] — the breakpoint table and SetContextEx staging.
 //! * [`requests`] — answers to manipulate requests; [`target`] — the sans-IO stop loop.
@@ -10,6 +11,7 @@
 pub mod breakpoints;
 pub mod context;
 pub mod delay_line;
+pub mod dump;
 pub mod faults;
 pub mod isf;
 pub mod kdcom;
@@ -17,6 +19,7 @@ pub mod kdnet;
 pub mod kernel;
 pub mod machine;
 pub mod memory;
+pub mod physical;
 pub mod pty;
 pub mod report;
 pub mod requests;

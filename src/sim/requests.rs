@@ -55,6 +55,7 @@ pub fn answer(
         ApiNumber::GET_VERSION => Reply(Manipulate::get_version_reply(request, machine.version())),
         ApiNumber::READ_VIRTUAL_MEMORY => Reply(read_virtual(machine, request, max_read)),
         ApiNumber::WRITE_VIRTUAL_MEMORY => Reply(write_virtual(machine, request)),
+        ApiNumber::READ_PHYSICAL_MEMORY => Reply(read_physical(machine, request, max_read)),
         ApiNumber::READ_CONTROL_SPACE => Reply(read_control(machine, request)),
         ApiNumber::WRITE_CONTROL_SPACE => Reply(write_control(machine, request)),
         ApiNumber::GET_CONTEXT => Reply(get_context(machine, stop, request)),
@@ -87,6 +88,19 @@ fn read_virtual(machine: &Machine, request: &Manipulate, max_read: usize) -> Man
     };
     let len = (m.transfer_count as usize).min(max_read);
     let (bytes, complete) = machine.memory.read(m.target_base_address, len);
+    Manipulate::reply_to(request, status(complete), bytes)
+}
+
+/// Same clamp and partial-read rule as virtual reads (kd.md §3.10), over the machine's physical
+/// view (RAM frames and page tables). The caching type in the request's ActualBytes (kd.md §3.4)
+/// changes nothing for simulated RAM.
+fn read_physical(machine: &mut Machine, request: &Manipulate, max_read: usize) -> Manipulate {
+    let Some(m) = request.memory().copied() else {
+        return Manipulate::unsupported_reply(request);
+    };
+    let len = (m.transfer_count as usize).min(max_read);
+    let physical = machine.physical();
+    let (bytes, complete) = physical.read(&machine.memory, m.target_base_address, len);
     Manipulate::reply_to(request, status(complete), bytes)
 }
 
@@ -350,6 +364,90 @@ mod tests {
             &mut machine,
             &mut stop,
             &Manipulate::read_virtual_memory(0x1000, 16),
+            3944,
+        ));
+        assert_eq!((r.return_status, r.data.len()), (STATUS_UNSUCCESSFUL, 0));
+    }
+
+    /// Reads 8 bytes of physical memory through the API.
+    fn physical_u64(machine: &mut Machine, stop: &mut StopState, address: u64) -> u64 {
+        let r = reply(answer(
+            machine,
+            stop,
+            &Manipulate::read_physical_memory(address, 8, 0),
+            3944,
+        ));
+        assert_eq!(r.return_status, STATUS_SUCCESS, "{address:#x}");
+        u64::from_le_bytes(r.data.as_ref().try_into().unwrap())
+    }
+
+    #[test]
+    fn physical_reads_walk_from_cr3_to_the_bytes_virtual_reads_give() {
+        let (mut machine, mut stop) = setup();
+        let r = reply(answer(
+            &mut machine,
+            &mut stop,
+            &Manipulate::read_control_space(2, 0xA8),
+            3944,
+        ));
+        let cr3 = u64::from_le_bytes(r.data[kspecial::CR3..kspecial::CR3 + 8].try_into().unwrap());
+        let kthread = machine.cpus[0].kthread;
+        for va in [
+            machine.kern_base,
+            machine.kern_base + 0x1380,
+            machine.kdbg + 0x18,
+            kthread,
+        ] {
+            // Hand walk: PML4E, PDPTE, PDE, PTE, each present, 4 KiB pages only.
+            let mut table = cr3 & !0xFFF;
+            for shift in [39, 30, 21, 12] {
+                let entry =
+                    physical_u64(&mut machine, &mut stop, table + ((va >> shift) & 0x1FF) * 8);
+                assert_eq!(entry & 1, 1, "{va:#x} level {shift}");
+                assert_eq!(entry & 0x80, 0, "no large pages");
+                table = entry & 0x000F_FFFF_FFFF_F000;
+            }
+            let pa = table | (va & 0xFFF);
+            let physical = reply(answer(
+                &mut machine,
+                &mut stop,
+                &Manipulate::read_physical_memory(pa, 64, 2),
+                3944,
+            ));
+            let virtual_ = reply(answer(
+                &mut machine,
+                &mut stop,
+                &Manipulate::read_virtual_memory(va, 64),
+                3944,
+            ));
+            assert_eq!(physical.return_status, STATUS_SUCCESS);
+            assert_eq!(physical.data, virtual_.data, "{va:#x} -> {pa:#x}");
+        }
+    }
+
+    #[test]
+    fn physical_reads_clamp_and_stop_outside_ram() {
+        let (mut machine, mut stop) = setup();
+        let r = reply(answer(
+            &mut machine,
+            &mut stop,
+            &Manipulate::read_physical_memory(0x10_0000, 8000, 0),
+            3944,
+        ));
+        assert_eq!((r.return_status, r.data.len()), (STATUS_SUCCESS, 3944));
+        assert_eq!(r.memory().unwrap().actual_bytes, 3944);
+        // 0xA0000 starts the legacy hole: 4 bytes of RAM below it, then nothing.
+        let r = reply(answer(
+            &mut machine,
+            &mut stop,
+            &Manipulate::read_physical_memory(0x9_FFFC, 16, 0),
+            3944,
+        ));
+        assert_eq!((r.return_status, r.data.len()), (STATUS_UNSUCCESSFUL, 4));
+        let r = reply(answer(
+            &mut machine,
+            &mut stop,
+            &Manipulate::read_physical_memory(1 << 40, 16, 0),
             3944,
         ));
         assert_eq!((r.return_status, r.data.len()), (STATUS_UNSUCCESSFUL, 0));

@@ -22,4 +22,4 @@ pub use model::{
     Allocation, DriverCounters, DriverReport, Frame, LeakReport, LeakSite, LogRecord, LogSummary,
     TargetSummary, VerifierState, SCHEMA_VERSION,
 };
-pub use pull::{pull, pull_with, PullCache, PullOptions};
+pub use pull::{pull, pull_with, rfc3339, PullCache, PullOptions};

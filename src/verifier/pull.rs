@@ -94,8 +94,8 @@ pub async fn pull_with<M: Memory>(
     cache: &mut PullCache,
 ) -> Result<LeakReport> {
     cache.last_log_read = None;
-    let nt = Nt::new(&ctx.nt, ctx.version.kern_base);
-    let build = u32::from(ctx.version.build());
+    let nt = Nt::new(&ctx.nt, ctx.kern_base);
+    let build = u32::from(ctx.build);
     let mut problems = Vec::new();
 
     let mut verifier = stats::read_state(mem, &nt).await?;
@@ -293,7 +293,7 @@ pub async fn pull_with<M: Memory>(
         schema_version: SCHEMA_VERSION,
         target: TargetSummary {
             build,
-            kernel_base: ctx.version.kern_base,
+            kernel_base: ctx.kern_base,
             time: now_rfc3339(),
             connection: options.connection.clone(),
         },
@@ -425,6 +425,11 @@ pub fn now_rfc3339() -> String {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
+    rfc3339(secs)
+}
+
+/// `secs` after 1970-01-01 as RFC 3339 UTC (civil-from-days, proleptic Gregorian).
+pub fn rfc3339(secs: i64) -> String {
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     let z = days + 719_468;
     let era = z.div_euclid(146_097);

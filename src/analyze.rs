@@ -1,0 +1,96 @@
+//! `kdleak analyze FILE.dmp`: the leak pull from a Windows kernel crash dump instead of a live
+//! target — the same kernel context, verifier pull and report, reading memory through the
+//! dump's page tables ([`crate::dump`]).
+
+use std::path::Path;
+
+use crate::dump::{self, DumpError};
+use crate::kernel_context::KernelContext;
+use crate::session;
+use crate::stop::symbol_loader;
+use crate::symbols::SymbolOptions;
+use crate::verifier::{self, LeakReport, PullOptions};
+
+/// What to pull and where the symbols are.
+#[derive(Debug, Clone, Default)]
+pub struct AnalyzeOptions {
+    /// How to find PDBs; `None`: `_NT_ALT_SYMBOL_PATH`/`_NT_SYMBOL_PATH` and the default cache.
+    pub symbols: Option<SymbolOptions>,
+    /// `connection` is set by [`run`] (`dump:PATH`).
+    pub pull: PullOptions,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AnalyzeError {
+    /// The file is not a dump kdleak can read.
+    #[error(transparent)]
+    Dump(#[from] DumpError),
+    /// The memory in the dump, or the symbols, cannot be used.
+    #[error(transparent)]
+    Pull(#[from] session::Error),
+}
+
+impl AnalyzeError {
+    /// README "Exit codes": 2 for a file that is not a usable dump, 4 for a dump whose kind,
+    /// memory or symbols this host cannot use.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::Dump(e) => e.exit_code(),
+            Self::Pull(e) => e.exit_code(),
+        }
+    }
+}
+
+/// How a report names a dump as its source (`target.connection`).
+pub fn connection(path: &Path) -> String {
+    format!("dump:{}", path.display())
+}
+
+/// Opens the dump at `path` and pulls the report from it. Sites are left for the caller to
+/// group; `target.time` is when the dump was written (the header's SystemTime) when it says.
+pub async fn run(path: &Path, options: &AnalyzeOptions) -> Result<LeakReport, AnalyzeError> {
+    let mut dump = dump::open(path)?;
+    let symbols = symbol_loader(options.symbols.as_ref(), None)?;
+    let header = dump.header.clone();
+    let kernel = KernelContext::load_from_dump(&mut dump, &header, &symbols).await?;
+    let pull = PullOptions {
+        connection: connection(path),
+        ..options.pull.clone()
+    };
+    let mut report = verifier::pull(&mut dump, &kernel, &symbols, &pull)
+        .await
+        .map_err(session::Error::from)?;
+    if let Some(time) = filetime_rfc3339(header.system_time) {
+        report.target.time = time;
+    }
+    Ok(report)
+}
+
+/// A FILETIME (100 ns ticks since 1601-01-01 UTC) as RFC 3339 UTC; `None` outside 1970..10000
+/// (unset, or the `PAGE` filler Windows leaves in unused header fields).
+fn filetime_rfc3339(filetime: u64) -> Option<String> {
+    /// Seconds from 1601-01-01 to 1970-01-01.
+    const EPOCH_DIFFERENCE: u64 = 11_644_473_600;
+    /// 10000-01-01T00:00:00Z: RFC 3339 has four-digit years.
+    const YEAR_10000: u64 = 253_402_300_800;
+    let secs = (filetime / 10_000_000).checked_sub(EPOCH_DIFFERENCE)?;
+    (secs > 0 && secs < YEAR_10000).then(|| verifier::rfc3339(secs as i64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_dump_time_is_its_filetime_in_utc() {
+        // 2024-02-29T12:34:56Z = 1709210096 s after 1970.
+        let filetime = (1_709_210_096 + 11_644_473_600) * 10_000_000 + 1234;
+        assert_eq!(
+            filetime_rfc3339(filetime).as_deref(),
+            Some("2024-02-29T12:34:56Z")
+        );
+        assert_eq!(filetime_rfc3339(0), None);
+        assert_eq!(filetime_rfc3339(5), None);
+        assert_eq!(filetime_rfc3339(u64::from_le_bytes(*b"PAGEPAGE")), None);
+    }
+}

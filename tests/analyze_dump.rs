@@ -1,0 +1,255 @@
+//! `kdleak analyze` on the dumps `kdleak sim --write-dump` writes gives the report `kdleak attach`
+//! pulls from the same scenario live: for win7, win10 and win11, and for every dump type (full:
+//! DumpType 1; kernel: bitmap `SDMP` with only the frames in use; bitmap: `FDMP` with every frame),
+//! the JSON is equal except the transport fields (`target.connection`, `target.time`). Both sides
+//! are the binaries; symbols come from the fixture directory through `--sympath`.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+mod common;
+use common::*;
+
+const DUMP_TYPES: [&str; 3] = ["full", "kernel", "bitmap"];
+
+fn run_ok(what: &str, command: std::process::Command) -> Vec<u8> {
+    let out = finish(spawn(command), Duration::from_secs(60));
+    assert!(
+        out.status.success(),
+        "{what}: {:?}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+fn json(what: &str, bytes: &[u8]) -> Value {
+    serde_json::from_slice(bytes).unwrap_or_else(|e| panic!("{what}: not JSON: {e}"))
+}
+
+/// The report without the fields that say how the target was reached and when.
+fn without_transport(mut report: Value) -> Value {
+    let target = report["target"].as_object_mut().expect("a target object");
+    target.remove("connection");
+    target.remove("time");
+    report
+}
+
+fn write_dump(scenario: &str, dump_type: &str, path: &Path) {
+    let mut sim = kdleak();
+    sim.args(["sim", "--scenario", scenario, "--write-dump"])
+        .arg(path)
+        .args(["--dump-type", dump_type]);
+    run_ok(&format!("sim {scenario} --write-dump {dump_type}"), sim);
+}
+
+fn analyze(path: &Path, fixture: &str, args: &[&str]) -> Vec<u8> {
+    let mut analyze = kdleak();
+    analyze
+        .arg("analyze")
+        .arg(path)
+        .args(["--offline", "--sympath"])
+        .arg(root().join("captures/fixtures").join(fixture))
+        .args(args);
+    run_ok(&format!("analyze {}", path.display()), analyze)
+}
+
+fn attach_live(scenario: &str, args: &[&str]) -> Vec<u8> {
+    let mut attach = kdleak();
+    attach
+        .args(["attach", &format!("sim:{scenario}"), "--offline"])
+        .args(args);
+    run_ok(&format!("attach sim:{scenario}"), attach)
+}
+
+/// Every dump type of `scenario` analyzes to the live report.
+fn every_dump_type_equals_the_live_pull(scenario: &str, fixture: &str) {
+    let started = Instant::now();
+    let live = json("attach", &attach_live(scenario, &["--format", "json"]));
+    assert_eq!(
+        live["complete"], true,
+        "{scenario}: the live pull is incomplete"
+    );
+    let allocations: usize = live["drivers"]
+        .as_array()
+        .expect("drivers")
+        .iter()
+        .map(|d| d["allocations"].as_array().map_or(0, Vec::len))
+        .sum();
+    assert!(
+        allocations > 0,
+        "{scenario}: the live pull found no allocation"
+    );
+    let live = without_transport(live);
+    let dir = tempfile::tempdir().unwrap();
+    for dump_type in DUMP_TYPES {
+        let path = dir.path().join(format!("{scenario}-{dump_type}.dmp"));
+        write_dump(scenario, dump_type, &path);
+        let report = json("analyze", &analyze(&path, fixture, &["--format", "json"]));
+        assert_eq!(
+            report["target"]["connection"],
+            format!("dump:{}", path.display()),
+            "{scenario} {dump_type}"
+        );
+        let time = report["target"]["time"].as_str().unwrap_or_default();
+        assert!(
+            time.len() == 20 && time.ends_with('Z'),
+            "{scenario}: time {time:?}"
+        );
+        assert_eq!(
+            without_transport(report),
+            live,
+            "{scenario}: analyze of the {dump_type} dump differs from attach"
+        );
+    }
+    eprintln!(
+        "{scenario}: {allocations} allocations, 3 dump types equal to the live pull in {:.1?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn win7_dumps_of_every_type_give_the_live_report() {
+    every_dump_type_equals_the_live_pull("win7-myfault", "win7-7601");
+}
+
+#[test]
+fn win10_dumps_of_every_type_give_the_live_report() {
+    every_dump_type_equals_the_live_pull("win10-myfault", "win10-19041");
+}
+
+#[test]
+fn win11_dumps_of_every_type_give_the_live_report() {
+    every_dump_type_equals_the_live_pull("win11-myfault", "win11-22000");
+}
+
+/// The report options are attach's: a filtered, stack-grouped CSV is byte for byte the live one
+/// (CSV carries no transport fields).
+#[test]
+fn report_options_work_as_for_attach() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("win10-kernel.dmp");
+    write_dump("win10-myfault", "kernel", &path);
+    let args = [
+        "--format",
+        "csv",
+        "--group-by",
+        "stack",
+        "--driver",
+        "myfault",
+        "--history",
+    ];
+    let from_dump = analyze(&path, "win10-19041", &args);
+    let live = attach_live("win10-myfault", &args);
+    assert!(from_dump.starts_with(b"driver,address,size,tag"));
+    assert!(String::from_utf8_lossy(&from_dump).contains("myfault.sys,0x"));
+    assert_eq!(
+        String::from_utf8_lossy(&from_dump),
+        String::from_utf8_lossy(&live)
+    );
+    // --out writes the same bytes to a file.
+    let out = dir.path().join("report.csv");
+    let mut with_out = args.to_vec();
+    with_out.extend(["--out", out.to_str().unwrap()]);
+    assert!(analyze(&path, "win10-19041", &with_out).is_empty());
+    assert_eq!(std::fs::read(&out).unwrap(), live);
+}
+
+/// Without the kernel's PDB on the symbol path the dump cannot be read: exit 4, naming the PDB.
+#[test]
+fn a_dump_without_its_kernel_pdb_exits_4() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("win11-full.dmp");
+    write_dump("win11-myfault", "full", &path);
+    let mut analyze = kdleak();
+    analyze
+        .arg("analyze")
+        .arg(&path)
+        .args(["--offline", "--sympath"])
+        .arg(dir.path());
+    let out = finish(spawn(analyze), Duration::from_secs(60));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert!(stderr.contains("ntkrnlmp.pdb"), "{stderr}");
+}
+
+/// Symbols are found as attach finds them: `_NT_SYMBOL_PATH` when no option is given, and
+/// `--symbol-path` as another spelling of `--sympath`.
+#[test]
+fn the_symbol_path_comes_from_the_environment_or_either_option_spelling() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("win7-bitmap.dmp");
+    write_dump("win7-myfault", "bitmap", &path);
+    let fixture = root().join("captures/fixtures/win7-7601");
+    let mut from_env = kdleak();
+    from_env
+        .arg("analyze")
+        .arg(&path)
+        .args(["--offline", "--format", "json"])
+        .env("_NT_SYMBOL_PATH", &fixture);
+    let from_env = json("analyze", &run_ok("analyze with _NT_SYMBOL_PATH", from_env));
+    let mut spelled = kdleak();
+    spelled
+        .arg("analyze")
+        .arg(&path)
+        .args(["--offline", "--format", "json", "--symbol-path"])
+        .arg(&fixture);
+    let spelled = json("analyze", &run_ok("analyze --symbol-path", spelled));
+    assert_eq!(from_env["complete"], true);
+    assert_eq!(without_transport(from_env), without_transport(spelled));
+}
+
+/// A page a kernel dump left out reads as unreadable, as memory that is paged out over a live
+/// link: with the frame of myfault.sys's image header cut from the dump (bitmap bit cleared, page
+/// removed), the pull still succeeds and myfault's frames show `myfault+0xoff`.
+#[test]
+fn a_page_missing_from_the_dump_is_unreadable_not_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("win10-kernel.dmp");
+    write_dump("win10-myfault", "kernel", &path);
+    let whole = json(
+        "analyze",
+        &analyze(&path, "win10-19041", &["--format", "json"]),
+    );
+    let driver = &whole["drivers"][0];
+    assert_eq!(driver["name"], "myfault.sys");
+    let base = u64::from_str_radix(&driver["image_base"].as_str().unwrap()[2..], 16).unwrap();
+
+    let dump = kdleak::dump::open(&path).unwrap();
+    let frame = match dump.translate(base).unwrap() {
+        kdleak::dump::Translation::Physical(pa) => pa / 0x1000,
+        other => panic!("myfault's base is not in the dump: {other:?}"),
+    };
+    let offset = dump.phys_map().file_offset(frame).unwrap() as usize;
+    drop(dump);
+    let mut file = std::fs::read(&path).unwrap();
+    file.drain(offset..offset + 0x1000);
+    // The bitmap (after the 0x38-byte SDMP header at 0x2000), then TotalPresentPages.
+    file[0x2038 + (frame / 8) as usize] &= !(1u8 << (frame % 8));
+    let present = u64::from_le_bytes(file[0x2028..0x2030].try_into().unwrap());
+    file[0x2028..0x2030].copy_from_slice(&(present - 1).to_le_bytes());
+    let holed = dir.path().join("holed.dmp");
+    std::fs::write(&holed, file).unwrap();
+
+    let report = json(
+        "analyze",
+        &analyze(&holed, "win10-19041", &["--format", "json"]),
+    );
+    let caller = |r: &Value| r["drivers"][0]["allocations"][0]["caller_symbol"].clone();
+    assert!(
+        caller(&whole).as_str().unwrap().starts_with("myfault!"),
+        "{}",
+        caller(&whole)
+    );
+    assert!(
+        caller(&report).as_str().unwrap().starts_with("myfault+0x"),
+        "{}",
+        caller(&report)
+    );
+    assert_eq!(
+        report["drivers"][0]["allocations"].as_array().map(Vec::len),
+        whole["drivers"][0]["allocations"].as_array().map(Vec::len)
+    );
+}
