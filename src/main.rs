@@ -40,7 +40,7 @@ enum Command {
     Watch(Box<WatchArgs>),
     /// Attach to a target, print its build, kernel base, KDBG and module list, then resume it.
     Info(Box<InfoArgs>),
-    /// Run a simulated Windows target (tiny built-in kernel) until Ctrl-C, for testing hosts.
+    /// Run a simulated Windows target until Ctrl-C, for testing hosts, or write a crash dump of it.
     Sim(Box<SimArgs>),
 }
 
