@@ -43,7 +43,7 @@ enum Command {
     Analyze(Box<AnalyzeArgs>),
     /// Attach to a target, print its build, kernel base, KDBG and module list, then resume it.
     Info(Box<InfoArgs>),
-    /// Run a simulated Windows target (tiny built-in kernel) until Ctrl-C, for testing hosts.
+    /// Run a simulated Windows target until Ctrl-C, for testing hosts, or write a crash dump of it.
     Sim(Box<SimArgs>),
 }
 
@@ -96,10 +96,12 @@ struct SimArgs {
     /// Write a Windows x64 crash dump of the scenario's memory to FILE and exit (no transport).
     #[arg(long, value_name = "FILE", conflicts_with = "transport")]
     write_dump: Option<PathBuf>,
-    /// With --write-dump: full (DumpType 1, physical memory runs), kernel (bitmap dump with an
-    /// SDMP header: kernel pages only) or bitmap (bitmap dump with an FDMP header: all RAM).
-    #[arg(long, value_enum, default_value_t = DumpTypeArg::Full, requires = "write_dump")]
-    dump_type: DumpTypeArg,
+    /// With --write-dump: full (default; DumpType 1, physical memory runs), kernel (bitmap dump
+    /// with an SDMP header: kernel pages only) or bitmap (bitmap dump with an FDMP header: all RAM).
+    // Checked in run_sim: clap drops `requires = "write_dump"` when a transport (which conflicts
+    // with --write-dump) is present, and ignores it for an argument with a default.
+    #[arg(long, value_enum)]
+    dump_type: Option<DumpTypeArg>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -196,6 +198,10 @@ fn run_sim(args: SimArgs) -> Result<ExitCode> {
         return write_sim_dump(&args, path);
     }
     anyhow::ensure!(
+        args.dump_type.is_none(),
+        "--dump-type needs --write-dump FILE"
+    );
+    anyhow::ensure!(
         args.kdnet.is_some() || args.pipe.is_some() || args.tcp.is_some() || args.pty.is_some(),
         "kdleak sim needs a transport (--kdnet, --pipe, --tcp or --pty) or --write-dump FILE"
     );
@@ -257,7 +263,7 @@ fn write_sim_dump(args: &SimArgs, path: &std::path::Path) -> Result<ExitCode> {
     };
     let scenario = args.scenario.as_deref().unwrap_or("tiny built-in kernel");
     let options = sim::dump::DumpOptions {
-        kind: args.dump_type.into(),
+        kind: args.dump_type.unwrap_or(DumpTypeArg::Full).into(),
         system_time: sim::dump::filetime(std::time::SystemTime::now()),
         comment: format!("kdleak sim: simulated target ({scenario})"),
     };

@@ -148,3 +148,51 @@ fn kdmp_parser_reads_every_dump_type_like_the_simulator() {
     }
     eprintln!("9 dumps written and checked in {:?}", started.elapsed());
 }
+
+#[test]
+fn write_dump_command_line_rules() {
+    let kdleak = || Command::new(env!("CARGO_BIN_EXE_kdleak"));
+    // Neither a transport nor a dump: a clear error, not a simulator listening nowhere.
+    let output = kdleak().arg("sim").output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--write-dump"), "{stderr}");
+    // A dump is written and the command exits; it does not also serve a transport.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("x.dmp");
+    let output = kdleak()
+        .args(["sim", "--pipe", "/nonexistent/kd.sock", "--write-dump"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(!path.exists());
+    // --dump-type only means something with --write-dump (a bad port, should it run anyway).
+    let output = kdleak()
+        .args(["sim", "--tcp", "127.0.0.1:0", "--dump-type", "kernel"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--write-dump"));
+    // An unwritable destination names the file and leaves nothing.
+    let missing = dir.path().join("missing").join("x.dmp");
+    let output = kdleak()
+        .arg("sim")
+        .arg("--write-dump")
+        .arg(&missing)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("x.dmp"));
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    // Without --scenario: the tiny built-in kernel, default type full.
+    let output = kdleak()
+        .arg("sim")
+        .arg("--write-dump")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let file = std::fs::read(&path).unwrap();
+    assert_eq!(&file[0xF98..0xF9C], 1u32.to_le_bytes());
+}
