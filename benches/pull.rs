@@ -13,10 +13,11 @@
 //!
 //! Cases: KDNET at RTT 0, 1 and 5 ms × scenarios small (the seed, win7), medium (5 drivers ×
 //! 5,000 allocations, 0x10000-entry log, win10) and large (50,000 allocations, win11's 50-frame
-//! log), each also with `--until-stacks` at RTT ≥ 1 ms; a serial line at 115200 baud (the seed
-//! without the log, and with `--until-stacks`); and a second poll of an unchanged target.
+//! log), each as kdleak reads it by default (the log newest-first until every allocation has
+//! its stack) and with `--whole-log`; a serial line at 115200 baud (the seed without the log,
+//! and by default); and a second poll of an unchanged target.
 //! A FILTER keeps the cases whose name contains it (e.g. `rtt1`, `large`, `second-poll`).
-//! `KDLEAK_BENCH_SERIAL_LOG=1` adds the full-log pull at 115200 baud (about 13 minutes).
+//! `KDLEAK_BENCH_SERIAL_LOG=1` adds the whole-log pull at 115200 baud (about 13 minutes).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -79,15 +80,13 @@ fn cases() -> Vec<Case> {
                 attach_args: vec![],
                 ntoseye: true,
             });
-            if rtt_ms > 0 {
-                cases.push(Case {
-                    name: format!("kdnet-rtt{rtt_ms}-{}-until-stacks", scenario.label),
-                    scenario,
-                    link: Link::Kdnet { rtt_ms },
-                    attach_args: vec!["--until-stacks"],
-                    ntoseye: false,
-                });
-            }
+            cases.push(Case {
+                name: format!("kdnet-rtt{rtt_ms}-{}-whole-log", scenario.label),
+                scenario,
+                link: Link::Kdnet { rtt_ms },
+                attach_args: vec!["--whole-log"],
+                ntoseye: false,
+            });
         }
     }
     cases.push(Case {
@@ -98,18 +97,18 @@ fn cases() -> Vec<Case> {
         ntoseye: false,
     });
     cases.push(Case {
-        name: "serial-115200-small-until-stacks".into(),
+        name: "serial-115200-small".into(),
         scenario: SMALL,
         link: Link::Serial { baud: 115_200 },
-        attach_args: vec!["--until-stacks"],
+        attach_args: vec![],
         ntoseye: false,
     });
     if std::env::var_os("KDLEAK_BENCH_SERIAL_LOG").is_some() {
         cases.push(Case {
-            name: "serial-115200-small".into(),
+            name: "serial-115200-small-whole-log".into(),
             scenario: SMALL,
             link: Link::Serial { baud: 115_200 },
-            attach_args: vec![],
+            attach_args: vec!["--whole-log"],
             ntoseye: false,
         });
     }

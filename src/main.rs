@@ -459,11 +459,12 @@ struct ReportArgs {
     /// Skip the allocate/free log: no stacks, far less to read over a slow link.
     #[arg(long)]
     no_log: bool,
-    /// Read the log newest-first and stop once every outstanding allocation has its stack: the
-    /// same stacks in far fewer bytes when the leaks are recent (minutes instead of an hour at
-    /// 115200 baud); history shows only the records read.
-    #[arg(long, conflicts_with_all = ["no_log", "history"])]
-    until_stacks: bool,
+    /// Read the whole allocate/free log. By default the log is read newest-first and only until
+    /// every outstanding allocation has its stack (the same stacks, far fewer bytes when the
+    /// leaks are recent); the whole log adds older records to each block's history and counts
+    /// every record. `--history` implies it.
+    #[arg(long, conflicts_with = "no_log")]
+    whole_log: bool,
     /// Output format.
     #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
     format: ReportFormat,
@@ -486,7 +487,7 @@ impl ReportArgs {
             no_log: self.no_log,
             history_limit: if self.history { 64 } else { 8 },
             connection: String::new(),
-            until_stacks: self.until_stacks,
+            until_stacks: !(self.whole_log || self.history),
             progress: true,
         }
     }

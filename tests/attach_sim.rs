@@ -248,8 +248,8 @@ async fn the_pull_reads_what_it_needs_in_full_size_requests() {
     }
 }
 
-/// `--until-stacks`: the log read newest-first stops early, and every allocation gets the
-/// stack the whole-ring read gives it.
+/// The default log read (newest-first, `until_stacks`) stops early, and every allocation gets
+/// the stack the whole-ring read (`--whole-log`) gives it.
 #[tokio::test(flavor = "multi_thread")]
 async fn until_stacks_gives_the_same_stacks_from_far_fewer_bytes() {
     // Small rings with the newest slot anywhere: for some seeds the newest-first batches

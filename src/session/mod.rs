@@ -138,6 +138,8 @@ pub struct Session {
     needed: Coverage,
     /// Bytes per read request: [`MAX_READ`] or `--chunk`, lowered when the target clips.
     read_size: usize,
+    /// Where the last read ended: a read starting there is sequential and may read ahead.
+    last_read_end: u64,
     debug_output: Vec<String>,
     restarted: bool,
     stats: SessionStats,
@@ -165,6 +167,7 @@ impl Session {
             cache: ReadCache::default(),
             needed: Coverage::default(),
             read_size,
+            last_read_end: 0,
             options,
             stop: None,
             debug_output: Vec::new(),

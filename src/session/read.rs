@@ -10,8 +10,9 @@
 //! * A failed or empty reply means the byte where it stopped is unreadable; Windows maps memory
 //!   in pages, so the rest of that page is skipped (facts: kd.md §3.10).
 //! * Requests may cross pages: the target copies page by page and stops at the first hole.
-//! * Bulk reads (at least one full request) read ahead to a whole request at their end, so a
-//!   caller reading a big table in blocks pays no short request per block.
+//! * A bulk read (at least one full request) that continues the previous read reads ahead to a
+//!   whole request at its end, so a caller reading a big table in blocks pays no short request
+//!   per block; reads elsewhere (a tracker page, a structure) fetch only what they ask for.
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -229,7 +230,8 @@ impl Session {
         };
         let end = address.saturating_add(len as u64);
         self.stats.bytes_needed += self.needed.insert(address..end);
-        let bulk = len >= self.read_size;
+        let sequential = len >= self.read_size && address == self.last_read_end;
+        self.last_read_end = end;
         for piece in self.cache.plan(address..end) {
             match piece {
                 Piece::Cached(range) => {
@@ -244,7 +246,7 @@ impl Session {
                 }
                 Piece::Unreadable(range) => out.mark_unreadable(range),
                 Piece::Missing(range) => {
-                    let read_ahead = (bulk && range.end == end).then(|| {
+                    let read_ahead = (sequential && range.end == end).then(|| {
                         let limit = self.cache.next_known_after(end).unwrap_or(u64::MAX);
                         end.saturating_add(self.read_size as u64).min(limit)
                     });

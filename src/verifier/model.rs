@@ -64,7 +64,8 @@ pub struct LogSummary {
     /// Records that were written (not empty slots), among those read.
     pub records: u64,
     /// False when the log was read newest-first only until every outstanding allocation had
-    /// its stack (`--until-stacks`): older records, and so older history, were not read.
+    /// its stack (kdleak's default; `--whole-log` reads it all): older records, and so older
+    /// history, were not read.
     #[serde(default = "yes", skip_serializing_if = "is_true")]
     pub whole_ring: bool,
 }

@@ -33,7 +33,7 @@ pub struct PullOptions {
     pub connection: String,
     /// Read the log newest-first and stop once every outstanding allocation has its stack
     /// (instead of the whole ring): the same stacks, far fewer bytes when the leaks are recent;
-    /// history covers only the records read.
+    /// history covers only the records read. The CLI's default (`--whole-log` turns it off).
     pub until_stacks: bool,
     /// Show a progress bar with an ETA on stderr while the log is read (drawn only when stderr
     /// is a terminal).
