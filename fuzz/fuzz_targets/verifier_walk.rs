@@ -70,7 +70,7 @@ impl Memory for FuzzMemory {
             match self.byte(a) {
                 Some(b) => out.bytes[i] = b,
                 None => match out.unreadable.last_mut() {
-                    Some(r) if r.end == a => r.end = a + 1,
+                    Some(r) if r.end == a => r.end = a.saturating_add(1),
                     _ => out.unreadable.push(a..a.saturating_add(1)),
                 },
             }
