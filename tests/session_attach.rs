@@ -158,21 +158,26 @@ async fn stale_replies_are_skipped_and_short_reads_continue() {
     .expect("test timed out");
 }
 
+/// A session attached over a Unix socket to a fake serial target in `dir`.
+async fn pipe_session(dir: &std::path::Path, behaviour: Behaviour) -> (Session, FakeTarget) {
+    let path = dir.join("kd.sock");
+    let target = serial_target(&path, behaviour);
+    let spec = ConnectSpec::Pipe {
+        path,
+        reconnect: false,
+        resets: None,
+    };
+    let t = transport::open(&spec, &OpenOptions::default())
+        .await
+        .unwrap();
+    (Session::attach(t, options()).await.unwrap(), target)
+}
+
 #[tokio::test]
 async fn reads_report_unreadable_ranges_and_use_the_cache() {
     timeout(LIMIT, async {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("kd.sock");
-        let target = serial_target(&path, Behaviour::default());
-        let spec = ConnectSpec::Pipe {
-            path: path.clone(),
-            reconnect: false,
-            resets: None,
-        };
-        let t = transport::open(&spec, &OpenOptions::default())
-            .await
-            .unwrap();
-        let mut session = Session::attach(t, options()).await.unwrap();
+        let (mut session, target) = pipe_session(dir.path(), Behaviour::default()).await;
         assert_eq!(session.read_chunk(), kdleak::session::MAX_READ);
         let (first, second, requests) = session
             .run_stopped(async |s: &mut Session| {
@@ -207,21 +212,11 @@ async fn reads_report_unreadable_ranges_and_use_the_cache() {
 async fn a_target_that_clips_reads_sets_the_request_size() {
     timeout(LIMIT, async {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("kd.sock");
         let behaviour = Behaviour {
             max_read: 0x300,
             ..Behaviour::default()
         };
-        let target = serial_target(&path, behaviour);
-        let spec = ConnectSpec::Pipe {
-            path: path.clone(),
-            reconnect: false,
-            resets: None,
-        };
-        let t = transport::open(&spec, &OpenOptions::default())
-            .await
-            .unwrap();
-        let mut session = Session::attach(t, options()).await.unwrap();
+        let (mut session, target) = pipe_session(dir.path(), behaviour).await;
         let (page, requests, chunk) = session
             .run_stopped(async |s: &mut Session| {
                 let page = s.read_virtual(EDGE_PAGE, 0x1000).await?;

@@ -141,6 +141,17 @@ async fn read_ring_header<M: Memory>(mem: &mut M, nt: &Nt<'_>) -> Result<Option<
 }
 
 impl Ring {
+    /// The log of this ring, holding `records` (newest first).
+    fn log(&self, records: Vec<Record>) -> Log {
+        Log {
+            base: self.base,
+            length: self.length,
+            index: self.index,
+            frames_per_record: self.frames_per_record,
+            records,
+        }
+    }
+
     /// The record in one entry's bytes; `None` for a never-written slot.
     fn record(&self, slot: u64, bytes: &[u8]) -> Option<Record> {
         let field = |f| value(bytes, f).unwrap_or(0);
@@ -242,13 +253,7 @@ pub async fn read_log_since<M: Memory>(
             .collect();
         let overwritten = |slot: u64| (slot.wrapping_sub(first) & mask) < n;
         records.extend(prev.records.drain(..).filter(|r| !overwritten(r.slot)));
-        let log = Log {
-            base: ring.base,
-            length: ring.length,
-            index: ring.index,
-            frames_per_record: ring.frames_per_record,
-            records,
-        };
+        let log = ring.log(records);
         return Ok(Some((log, LogRead::Since { new_records: n })));
     }
     let bar = progress_bar(progress, ring.length * ring.entry_size as u64);
@@ -267,16 +272,7 @@ pub async fn read_log_since<M: Memory>(
     let read = LogRead::Full {
         records: records.len() as u64,
     };
-    Ok(Some((
-        Log {
-            base: ring.base,
-            length: ring.length,
-            index: ring.index,
-            frames_per_record: ring.frames_per_record,
-            records,
-        },
-        read,
-    )))
+    Ok(Some((ring.log(records), read)))
 }
 
 /// The first newest-first batch: about one full-size read. Leaks under investigation are
@@ -337,13 +333,7 @@ pub async fn read_log_until_found<M: Memory>(
         batch = (batch * 2).min(max_batch);
     }
     bar.finish_and_clear();
-    let log = Log {
-        base: ring.base,
-        length: ring.length,
-        index: ring.index,
-        frames_per_record: ring.frames_per_record,
-        records,
-    };
+    let log = ring.log(records);
     Ok(Some((log, slots_read == ring.length)))
 }
 

@@ -230,9 +230,9 @@ pub async fn pull_with<M: Memory>(
         });
     }
 
-    let mut whole_ring = true;
-    let log = if options.no_log {
-        None
+    // A partial (newest-first) log cannot seed the next pull's incremental read.
+    let read = if options.no_log {
+        Ok(None)
     } else if options.until_stacks {
         let mut wanted: Vec<u64> = reports
             .iter()
@@ -240,31 +240,26 @@ pub async fn pull_with<M: Memory>(
             .collect();
         wanted.sort_unstable();
         wanted.dedup();
-        match log::read_log_until_found(mem, &nt, &wanted, options.progress).await {
-            // A partial log cannot seed the next pull's incremental read.
-            Ok(Some((log, whole))) => {
-                whole_ring = whole;
-                Some(log)
-            }
-            Ok(None) => None,
-            Err(VerifierError::Session(e)) => return Err(e.into()),
-            Err(e) => {
-                problems.push(format!("the allocation log could not be read: {e}"));
-                None
-            }
-        }
+        log::read_log_until_found(mem, &nt, &wanted, options.progress)
+            .await
+            .map(|found| found.map(|(log, whole)| (log, whole, None)))
     } else {
-        match log::read_log_since(mem, &nt, cache.log.take(), options.progress).await {
-            Ok(Some((log, read))) => {
-                cache.last_log_read = Some(read);
-                Some(log)
-            }
-            Ok(None) => None,
-            Err(VerifierError::Session(e)) => return Err(e.into()),
-            Err(e) => {
-                problems.push(format!("the allocation log could not be read: {e}"));
-                None
-            }
+        log::read_log_since(mem, &nt, cache.log.take(), options.progress)
+            .await
+            .map(|found| found.map(|(log, read)| (log, true, Some(read))))
+    };
+    let mut whole_ring = true;
+    let log = match read {
+        Ok(Some((log, whole, read))) => {
+            whole_ring = whole;
+            cache.last_log_read = read;
+            Some(log)
+        }
+        Ok(None) => None,
+        Err(VerifierError::Session(e)) => return Err(e.into()),
+        Err(e) => {
+            problems.push(format!("the allocation log could not be read: {e}"));
+            None
         }
     };
     if let Some(log) = &log {
