@@ -8,6 +8,7 @@
 //! * [`sim`] — the simulated Windows target.
 
 pub mod analyze;
+pub mod atomic_file;
 pub mod attach;
 pub mod capture;
 pub mod connect;

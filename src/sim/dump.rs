@@ -23,10 +23,8 @@
 //! Output is streamed page by page to a temporary file beside the target and renamed over it
 //! once complete and synced, so a reader never sees half a dump.
 
-use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Read as _, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use kdproto::api::IMAGE_FILE_MACHINE_AMD64;
 
@@ -247,13 +245,10 @@ pub fn write_dump(
         path: path.to_path_buf(),
         source,
     };
-    let (temp, file) = create_temp(path).map_err(io_error)?;
-    let result = write_body(file, &header, &layout, machine, &physical)
-        .and_then(|()| std::fs::rename(&temp, path));
-    if let Err(error) = result {
-        let _ = std::fs::remove_file(&temp);
-        return Err(io_error(error));
-    }
+    crate::atomic_file::write_atomically_with(path, |out| {
+        write_body(out, &header, &layout, machine, &physical)
+    })
+    .map_err(io_error)?;
     Ok(DumpSummary {
         kind: options.kind,
         dump_type: options.kind.dump_type(),
@@ -263,47 +258,16 @@ pub fn write_dump(
     })
 }
 
-fn create_temp(path: &Path) -> io::Result<(PathBuf, File)> {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let name = path.file_name().ok_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("{}: not a file name", path.display()),
-        )
-    })?;
-    let dir = match path.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    loop {
-        let candidate = dir.join(format!(
-            ".{}.{}.{}.tmp",
-            name.to_string_lossy(),
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        match OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&candidate)
-        {
-            Ok(file) => return Ok((candidate, file)),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(e),
-        }
-    }
-}
-
 /// Header, bitmap section, then one page at a time: memory use stays at one page plus the
 /// writer's buffer whatever the dump's size.
 fn write_body(
-    file: File,
+    out: &mut dyn Write,
     header: &[u8],
     layout: &Layout,
     machine: &Machine,
     physical: &PhysicalMemory,
 ) -> io::Result<()> {
-    let mut out = BufWriter::with_capacity(1 << 20, file);
+    let mut out = BufWriter::with_capacity(1 << 20, out);
     out.write_all(header)?;
     let mut written = header.len() as u64;
     if let Some((signature, bitmap)) = &layout.bitmap {
@@ -335,8 +299,7 @@ fn write_body(
         }
         out.write_all(&page)?;
     }
-    let file = out.into_inner().map_err(|e| e.into_error())?;
-    file.sync_all()
+    out.flush()
 }
 
 /// The 0x2000-byte `DUMP_HEADER64`.
