@@ -53,18 +53,10 @@ fn progress_bar(wanted: bool, bytes: u64) -> ProgressBar {
 
 /// Reads the whole ring. `None` when the build logs nothing (`VfPoolTraces` is NULL).
 pub async fn read_log<M: Memory>(mem: &mut M, nt: &Nt<'_>) -> Result<Option<Log>> {
-    Ok(read_log_since(mem, nt, None, false)
-        .await?
-        .map(|(log, _)| log))
-}
-
-/// Where the ring is, how long, and its `VfPoolTracesIndex` — a few bytes that tell whether
-/// anything was allocated or freed since a previous pull (every tracked allocation and free
-/// writes a record). `None` when the build logs nothing.
-pub async fn ring_position<M: Memory>(mem: &mut M, nt: &Nt<'_>) -> Result<Option<(u64, u64, u64)>> {
-    Ok(read_ring_header(mem, nt)
-        .await?
-        .map(|ring| (ring.base, ring.length, ring.index)))
+    let Some(ring) = read_ring(mem, nt).await? else {
+        return Ok(None);
+    };
+    Ok(Some(read_log_since(mem, &ring, None, false).await?.0))
 }
 
 /// How [`read_log_since`] got the ring.
@@ -86,8 +78,8 @@ impl LogRead {
     }
 }
 
-/// The ring's header and the layout of its entries.
-struct Ring {
+/// The ring's header and the layout of its entries ([`read_ring`]).
+pub struct Ring {
     base: u64,
     length: u64,
     index: u64,
@@ -100,7 +92,9 @@ struct Ring {
     stack_offset: u64,
 }
 
-async fn read_ring_header<M: Memory>(mem: &mut M, nt: &Nt<'_>) -> Result<Option<Ring>> {
+/// Reads `VfPoolTraces`, its length and index, and the record layout. `None` when the build
+/// logs nothing (`VfPoolTraces` is NULL).
+pub async fn read_ring<M: Memory>(mem: &mut M, nt: &Nt<'_>) -> Result<Option<Ring>> {
     let base = read_u64(mem, nt.symbol("VfPoolTraces")?, "VfPoolTraces").await?;
     if base == 0 {
         return Ok(None);
@@ -141,6 +135,13 @@ async fn read_ring_header<M: Memory>(mem: &mut M, nt: &Nt<'_>) -> Result<Option<
 }
 
 impl Ring {
+    /// Where the ring is, how long, and its `VfPoolTracesIndex` — what tells whether anything
+    /// was allocated or freed since a previous pull (every tracked allocation and free writes a
+    /// record).
+    pub fn position(&self) -> (u64, u64, u64) {
+        (self.base, self.length, self.index)
+    }
+
     /// The log of this ring, holding `records` (newest first).
     fn log(&self, records: Vec<Record>) -> Log {
         Log {
@@ -211,16 +212,12 @@ impl Ring {
 /// in front of the older records, whose overwritten slots are dropped. The whole ring is read
 /// when there is no previous log, when the ring moved or changed size, or when the index moved
 /// by a ring's length or more (it wrapped past what was seen, or went backwards: a new boot).
-/// `None` when the build logs nothing.
 pub async fn read_log_since<M: Memory>(
     mem: &mut M,
-    nt: &Nt<'_>,
+    ring: &Ring,
     prev: Option<Log>,
     progress: bool,
-) -> Result<Option<(Log, LogRead)>> {
-    let Some(ring) = read_ring_header(mem, nt).await? else {
-        return Ok(None);
-    };
+) -> Result<(Log, LogRead)> {
     let mask = ring.length - 1;
     let new = prev.as_ref().and_then(|p| {
         let same = p.base == ring.base
@@ -254,7 +251,7 @@ pub async fn read_log_since<M: Memory>(
         let overwritten = |slot: u64| (slot.wrapping_sub(first) & mask) < n;
         records.extend(prev.records.drain(..).filter(|r| !overwritten(r.slot)));
         let log = ring.log(records);
-        return Ok(Some((log, LogRead::Since { new_records: n })));
+        return Ok((log, LogRead::Since { new_records: n }));
     }
     let bar = progress_bar(progress, ring.length * ring.entry_size as u64);
     let bytes = ring.read_slots(mem, 0, ring.length, &bar).await?;
@@ -272,7 +269,7 @@ pub async fn read_log_since<M: Memory>(
     let read = LogRead::Full {
         records: records.len() as u64,
     };
-    Ok(Some((ring.log(records), read)))
+    Ok((ring.log(records), read))
 }
 
 /// The first newest-first batch: about one full-size read. Leaks under investigation are
@@ -283,16 +280,13 @@ const FIRST_NEWEST_BYTES: usize = 0x1000;
 /// has a record at exactly that address: each outstanding allocation's newest allocation
 /// record, which is its stack. The stacks are those a whole-ring read gives (records are
 /// searched in the same newest-first order); older records are not read. Returns the log as
-/// far as it was read and whether that was the whole ring. `None` when the build logs nothing.
+/// far as it was read and whether that was the whole ring.
 pub async fn read_log_until_found<M: Memory>(
     mem: &mut M,
-    nt: &Nt<'_>,
+    ring: &Ring,
     wanted: &[u64],
     progress: bool,
-) -> Result<Option<(Log, bool)>> {
-    let Some(ring) = read_ring_header(mem, nt).await? else {
-        return Ok(None);
-    };
+) -> Result<(Log, bool)> {
     let mask = ring.length - 1;
     let newest = facts::newest_log_slot(ring.index, ring.length);
     let mut found = vec![false; wanted.len()];
@@ -334,7 +328,7 @@ pub async fn read_log_until_found<M: Memory>(
     }
     bar.finish_and_clear();
     let log = ring.log(records);
-    Ok(Some((log, slots_read == ring.length)))
+    Ok((log, slots_read == ring.length))
 }
 
 /// For each of `addresses` (sorted ascending), the indices of the records whose range

@@ -140,15 +140,21 @@ pub async fn pull_with<M: Memory>(
     // Read before the trackers: if it has not moved since the last pull, nothing was allocated
     // or freed, and unchanged drivers' tracker pages need not be read again.
     cache.last_reused_scans = 0;
-    let ring_now = if options.no_log {
-        None
+    let ring = if options.no_log {
+        Ok(None)
     } else {
-        match log::ring_position(mem, &nt).await {
-            Ok(position) => position,
-            Err(VerifierError::Session(e)) => return Err(e.into()),
-            Err(_) => None, // the log read below reports it
-        }
+        log::read_ring(mem, &nt).await
     };
+    // A ring that cannot be read is reported with the log below.
+    let ring = match ring {
+        Err(VerifierError::Session(e)) => return Err(e.into()),
+        other => other,
+    };
+    let ring_now = ring
+        .as_ref()
+        .ok()
+        .and_then(Option::as_ref)
+        .map(log::Ring::position);
 
     let mut reports = Vec::new();
     for driver in &found.verified {
@@ -231,22 +237,23 @@ pub async fn pull_with<M: Memory>(
     }
 
     // A partial (newest-first) log cannot seed the next pull's incremental read.
-    let read = if options.no_log {
-        Ok(None)
-    } else if options.until_stacks {
-        let mut wanted: Vec<u64> = reports
-            .iter()
-            .flat_map(|d| d.allocations.iter().map(|a| a.address))
-            .collect();
-        wanted.sort_unstable();
-        wanted.dedup();
-        log::read_log_until_found(mem, &nt, &wanted, options.progress)
+    let read = match ring {
+        Err(e) => Err(e),
+        Ok(None) => Ok(None),
+        Ok(Some(ring)) if options.until_stacks => {
+            let mut wanted: Vec<u64> = reports
+                .iter()
+                .flat_map(|d| d.allocations.iter().map(|a| a.address))
+                .collect();
+            wanted.sort_unstable();
+            wanted.dedup();
+            log::read_log_until_found(mem, &ring, &wanted, options.progress)
+                .await
+                .map(|(log, whole)| Some((log, whole, None)))
+        }
+        Ok(Some(ring)) => log::read_log_since(mem, &ring, cache.log.take(), options.progress)
             .await
-            .map(|found| found.map(|(log, whole)| (log, whole, None)))
-    } else {
-        log::read_log_since(mem, &nt, cache.log.take(), options.progress)
-            .await
-            .map(|found| found.map(|(log, read)| (log, true, Some(read))))
+            .map(|(log, read)| Some((log, true, Some(read)))),
     };
     let mut whole_ring = true;
     let log = match read {
