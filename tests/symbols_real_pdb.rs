@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use kdleak::kernel::PdbInfo;
-use kdleak::symbols::{AddressSpace, Pdb, PdbId, RecordKind, SymbolError, TypeDesc};
+use kdleak::symbols::{AddressSpace, Pdb, PdbId, Qualifiers, RecordKind, SymbolError, TypeDesc};
 
 fn pdb_path() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -120,12 +120,15 @@ fn rtl_critical_section_layout() {
     );
     let debug_info = pdb.field("_RTL_CRITICAL_SECTION", "DebugInfo").unwrap();
     match debug_info.ty {
-        TypeDesc::Pointer { target, size: 8 } => assert_eq!(
+        TypeDesc::Pointer {
+            target, size: 8, ..
+        } => assert_eq!(
             *target,
             TypeDesc::Record {
                 kind: RecordKind::Struct,
                 name: "_RTL_CRITICAL_SECTION_DEBUG".into(),
-                size: 0x30
+                size: 0x30,
+                qualifiers: Qualifiers::NONE,
             }
         ),
         other => panic!("{other:?}"),

@@ -29,23 +29,75 @@ pub struct Bitfield {
     pub width: u8,
 }
 
-/// A type as far as layout code needs it.
+/// CodeView type qualifiers: an `LF_MODIFIER` record's, or a pointer's own attributes.
+///
+/// They never change a layout — a `volatile ULONG` is laid out and read as a `ULONG` — so type
+/// classification looks through them; they are kept only to be displayed (Microsoft's kernel PDBs
+/// declare the Driver Verifier counters `volatile`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Qualifiers {
+    pub constant: bool,
+    pub volatile: bool,
+    pub unaligned: bool,
+}
+
+impl Qualifiers {
+    pub const NONE: Qualifiers = Qualifiers {
+        constant: false,
+        volatile: false,
+        unaligned: false,
+    };
+
+    pub fn is_empty(self) -> bool {
+        self == Self::NONE
+    }
+
+    /// Both sets together (a chain of modifiers qualifies with all of them).
+    pub fn union(self, other: Qualifiers) -> Qualifiers {
+        Qualifiers {
+            constant: self.constant || other.constant,
+            volatile: self.volatile || other.volatile,
+            unaligned: self.unaligned || other.unaligned,
+        }
+    }
+
+    /// `const volatile __unaligned`, in the order MSVC prints them; empty when none.
+    pub fn words(self) -> String {
+        let words: Vec<&str> = [
+            (self.constant, "const"),
+            (self.volatile, "volatile"),
+            (self.unaligned, "__unaligned"),
+        ]
+        .into_iter()
+        .filter_map(|(on, word)| on.then_some(word))
+        .collect();
+        words.join(" ")
+    }
+}
+
+/// A type as far as layout code needs it. Qualifiers are resolved before a type is classified:
+/// a `volatile ULONG` is a `Base` whose `qualifiers` say volatile.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TypeDesc {
     /// A primitive (`unsigned long`, `void`, `wchar_t`, ...), or an enum.
     Base {
         name: String,
         size: u64,
+        qualifiers: Qualifiers,
     },
     Record {
         kind: RecordKind,
         name: String,
         size: u64,
+        qualifiers: Qualifiers,
     },
+    /// `qualifiers` are the pointer's own (`ULONG *volatile`); the pointee's are in `target`.
     Pointer {
         target: Box<TypeDesc>,
         size: u64,
+        qualifiers: Qualifiers,
     },
+    /// An array's qualifiers are its elements'; they live in `element`.
     Array {
         element: Box<TypeDesc>,
         count: u64,
@@ -65,11 +117,85 @@ impl TypeDesc {
         }
     }
 
-    fn describe(&self) -> String {
+    /// The qualifiers of this type itself (for an array: of its elements).
+    pub fn qualifiers(&self) -> Qualifiers {
         match self {
-            TypeDesc::Base { name, .. } => name.clone(),
-            TypeDesc::Record { name, .. } => name.clone(),
-            TypeDesc::Pointer { target, .. } => format!("{} *", target.describe()),
+            TypeDesc::Base { qualifiers, .. }
+            | TypeDesc::Record { qualifiers, .. }
+            | TypeDesc::Pointer { qualifiers, .. } => *qualifiers,
+            TypeDesc::Array { element, .. } => element.qualifiers(),
+            TypeDesc::Function => Qualifiers::NONE,
+        }
+    }
+
+    fn with_qualifiers(self, more: Qualifiers) -> TypeDesc {
+        if more.is_empty() {
+            return self;
+        }
+        match self {
+            TypeDesc::Base {
+                name,
+                size,
+                qualifiers,
+            } => TypeDesc::Base {
+                name,
+                size,
+                qualifiers: qualifiers.union(more),
+            },
+            TypeDesc::Record {
+                kind,
+                name,
+                size,
+                qualifiers,
+            } => TypeDesc::Record {
+                kind,
+                name,
+                size,
+                qualifiers: qualifiers.union(more),
+            },
+            TypeDesc::Pointer {
+                target,
+                size,
+                qualifiers,
+            } => TypeDesc::Pointer {
+                target,
+                size,
+                qualifiers: qualifiers.union(more),
+            },
+            // A qualified array type qualifies its elements (C11 6.7.3p9).
+            TypeDesc::Array {
+                element,
+                count,
+                size,
+            } => TypeDesc::Array {
+                element: Box::new(element.with_qualifiers(more)),
+                count,
+                size,
+            },
+            TypeDesc::Function => TypeDesc::Function,
+        }
+    }
+
+    /// The type as C writes it, qualifiers kept: `volatile unsigned long`,
+    /// `unsigned long *volatile`, `const unsigned char[6]`.
+    pub fn describe(&self) -> String {
+        let prefixed = |name: &str, q: Qualifiers| match q.words() {
+            w if w.is_empty() => name.to_string(),
+            w => format!("{w} {name}"),
+        };
+        match self {
+            TypeDesc::Base {
+                name, qualifiers, ..
+            }
+            | TypeDesc::Record {
+                name, qualifiers, ..
+            } => prefixed(name, *qualifiers),
+            TypeDesc::Pointer {
+                target, qualifiers, ..
+            } => match qualifiers.words() {
+                w if w.is_empty() => format!("{} *", target.describe()),
+                w => format!("{} *{w}", target.describe()),
+            },
             TypeDesc::Array { element, count, .. } => format!("{}[{count}]", element.describe()),
             TypeDesc::Function => "a function".into(),
         }
@@ -110,9 +236,11 @@ enum Leaf {
     Pointer {
         to: u32,
         size: u64,
+        qualifiers: Qualifiers,
     },
     Modifier {
         to: u32,
+        qualifiers: Qualifiers,
     },
     Array {
         element: u32,
@@ -183,9 +311,19 @@ fn convert(data: TypeData<'_>) -> Leaf {
         TypeData::Pointer(p) => Leaf::Pointer {
             to: p.underlying_type.0,
             size: u64::from(p.attributes.size()),
+            qualifiers: Qualifiers {
+                constant: p.attributes.is_const(),
+                volatile: p.attributes.is_volatile(),
+                unaligned: p.attributes.is_unaligned(),
+            },
         },
         TypeData::Modifier(m) => Leaf::Modifier {
             to: m.underlying_type.0,
+            qualifiers: Qualifiers {
+                constant: m.constant,
+                volatile: m.volatile,
+                unaligned: m.unaligned,
+            },
         },
         TypeData::Array(a) => Leaf::Array {
             element: a.element_type.0,
@@ -245,21 +383,18 @@ fn primitive(index: u32) -> TypeDesc {
     let base = TypeDesc::Base {
         name: name.to_string(),
         size,
+        qualifiers: Qualifiers::NONE,
     };
-    match mode {
-        0 => base,
-        4 | 5 => TypeDesc::Pointer {
-            target: Box::new(base),
-            size: 4,
-        },
-        6 => TypeDesc::Pointer {
-            target: Box::new(base),
-            size: 8,
-        },
-        _ => TypeDesc::Pointer {
-            target: Box::new(base),
-            size: 8,
-        },
+    // Pointer modes (cvinfo.h CV_prmode_e): 4 = 32-bit near, 5 = 32-bit far, 6 = 64-bit.
+    let pointer_size = match mode {
+        0 => return base,
+        4 | 5 => 4,
+        _ => 8,
+    };
+    TypeDesc::Pointer {
+        target: Box::new(base),
+        size: pointer_size,
+        qualifiers: Qualifiers::NONE,
     }
 }
 
@@ -347,23 +482,36 @@ impl TypeTable {
         }
     }
 
-    /// Follows modifiers (const/volatile) and forward references to the defining record.
-    fn resolve(&self, mut index: u32) -> u32 {
+    /// Follows modifiers (const/volatile/unaligned) and forward references to the defining type,
+    /// which may be a primitive (index < 0x1000): `LF_MODIFIER` → `unsigned long` is how every
+    /// `volatile ULONG` member of a Microsoft PDB is written.
+    fn resolve(&self, index: u32) -> u32 {
+        self.peel(index).0
+    }
+
+    /// Like [`resolve`](Self::resolve), also collecting the qualifiers met on the way.
+    fn peel(&self, mut index: u32) -> (u32, Qualifiers) {
+        let mut qualifiers = Qualifiers::NONE;
         for _ in 0..MAX_DEPTH {
             match self.leaf(index) {
-                Some(Leaf::Modifier { to }) => index = *to,
+                Some(Leaf::Modifier { to, qualifiers: q }) => {
+                    qualifiers = qualifiers.union(*q);
+                    index = *to;
+                }
                 Some(Leaf::Record {
                     name,
                     forward: true,
                     ..
-                }) => match self.by_name.get(name) {
-                    Some(def) => return *def,
-                    None => return index,
-                },
-                _ => return index,
+                }) => {
+                    return match self.by_name.get(name) {
+                        Some(def) => (*def, qualifiers),
+                        None => (index, qualifiers),
+                    }
+                }
+                _ => return (index, qualifiers),
             }
         }
-        index
+        (index, qualifiers)
     }
 
     fn members(&self, fields: Option<u32>) -> Result<Vec<&Member>> {
@@ -395,14 +543,21 @@ impl TypeTable {
     }
 
     fn describe_depth(&self, index: u32, depth: usize) -> TypeDesc {
+        // Qualifiers first: whatever they qualify (a primitive, too) is classified after them.
+        let (index, qualifiers) = self.peel(index);
+        self.describe_unqualified(index, depth)
+            .with_qualifiers(qualifiers)
+    }
+
+    fn describe_unqualified(&self, index: u32, depth: usize) -> TypeDesc {
         if index < 0x1000 {
             return primitive(index);
         }
-        let index = self.resolve(index);
         if depth > MAX_DEPTH {
             return TypeDesc::Base {
                 name: "<too deep>".into(),
                 size: 0,
+                qualifiers: Qualifiers::NONE,
             };
         }
         match self.leaf(index) {
@@ -412,10 +567,16 @@ impl TypeTable {
                 kind: *kind,
                 name: name.clone(),
                 size: *size,
+                qualifiers: Qualifiers::NONE,
             },
-            Some(Leaf::Pointer { to, size }) => TypeDesc::Pointer {
+            Some(Leaf::Pointer {
+                to,
+                size,
+                qualifiers,
+            }) => TypeDesc::Pointer {
                 target: Box::new(self.describe_depth(*to, depth + 1)),
                 size: *size,
+                qualifiers: *qualifiers,
             },
             Some(Leaf::Array { element, bytes }) => {
                 let element = self.describe_depth(*element, depth + 1);
@@ -433,11 +594,13 @@ impl TypeTable {
             Some(Leaf::Enum { name, underlying }) => TypeDesc::Base {
                 name: name.clone(),
                 size: self.describe_depth(*underlying, depth + 1).size(),
+                qualifiers: Qualifiers::NONE,
             },
             Some(Leaf::Procedure) => TypeDesc::Function,
             _ => TypeDesc::Base {
                 name: format!("<type {index:#x}>"),
                 size: 0,
+                qualifiers: Qualifiers::NONE,
             },
         }
     }
@@ -619,6 +782,7 @@ mod tests {
             Leaf::Pointer {
                 to: 0x1000,
                 size: 8,
+                qualifiers: Qualifiers::NONE,
             },
             /* 0x1007 */
             Leaf::Array {
@@ -659,8 +823,13 @@ mod tests {
         // continuation field list; pointer to a forward reference resolves to the definition
         let p = t.field("_OUTER", "p").unwrap();
         assert_eq!(p.offset, 0x10);
-        assert!(matches!(&p.ty, TypeDesc::Pointer { target, size: 8 }
-            if **target == TypeDesc::Record { kind: RecordKind::Struct, name: "_INNER".into(), size: 8 }));
+        assert!(matches!(&p.ty, TypeDesc::Pointer { target, size: 8, .. }
+        if **target == TypeDesc::Record {
+            kind: RecordKind::Struct,
+            name: "_INNER".into(),
+            size: 8,
+            qualifiers: Qualifiers::NONE,
+        }));
         let arr = t.field("_OUTER", "arr").unwrap();
         assert!(
             matches!(
@@ -692,5 +861,196 @@ mod tests {
             err.contains("t.pdb") && err.contains("_OUTER") && err.contains("zz"),
             "{err}"
         );
+    }
+
+    const VOLATILE: Qualifiers = Qualifiers {
+        constant: false,
+        volatile: true,
+        unaligned: false,
+    };
+    const CONST: Qualifiers = Qualifiers {
+        constant: true,
+        volatile: false,
+        unaligned: false,
+    };
+
+    fn modifier(to: u32, qualifiers: Qualifiers) -> Leaf {
+        Leaf::Modifier { to, qualifiers }
+    }
+
+    /// `_Q` with one member per qualifier shape, as clang-cl and MSVC write them: modifiers over
+    /// primitives, bitfields over a modifier, arrays of qualified elements, qualified pointees and
+    /// pointers, a qualified enum and record, and a chain of two modifiers.
+    fn qualified_table() -> TypeTable {
+        let leaves = vec![
+            /* 0x1000 */ modifier(0x22, VOLATILE), // volatile unsigned long
+            /* 0x1001 */
+            Leaf::Bitfield {
+                base: 0x1000,
+                position: 3,
+                width: 5,
+            },
+            /* 0x1002 */ modifier(0x20, CONST), // const unsigned char
+            /* 0x1003 */
+            Leaf::Array {
+                element: 0x1002,
+                bytes: 6,
+            },
+            /* 0x1004 */
+            Leaf::Pointer {
+                to: 0x1000,
+                size: 8,
+                qualifiers: Qualifiers::NONE,
+            },
+            /* 0x1005 */
+            Leaf::Pointer {
+                to: 0x22,
+                size: 8,
+                qualifiers: VOLATILE,
+            },
+            /* 0x1006 */
+            Leaf::Enum {
+                name: "_COLOR".into(),
+                underlying: 0x74,
+            },
+            /* 0x1007 */ modifier(0x1006, CONST),
+            /* 0x1008 */ record(RecordKind::Struct, "_Q", 0, None, true),
+            /* 0x1009 */ modifier(0x1008, VOLATILE),
+            /* 0x100a */
+            modifier(0x1000, CONST), // const (volatile unsigned long): a chain
+            /* 0x100b */ modifier(0x100a, Qualifiers::NONE),
+            /* 0x100c */
+            Leaf::Array {
+                element: 0x1000,
+                bytes: 8,
+            },
+            /* 0x100d */
+            Leaf::FieldList {
+                members: vec![
+                    member("Counter", 0, 0x1000),
+                    member("Flag", 4, 0x1001),
+                    member("Bytes", 8, 0x1003),
+                    member("PointerToVolatile", 0x10, 0x1004),
+                    member("VolatilePointer", 0x18, 0x1005),
+                    member("Color", 0x20, 0x1007),
+                    member("Self", 0x24, 0x1009),
+                    member("Chain", 0x28, 0x100b),
+                    member("Plain", 0x2c, 0x100c),
+                ],
+                continuation: None,
+            },
+            /* 0x100e */ record(RecordKind::Struct, "_Q", 0x38, Some(0x100d), false),
+        ];
+        let mut by_name = HashMap::new();
+        by_name.insert("_Q".to_string(), 0x100e);
+        by_name.insert("_COLOR".to_string(), 0x1006);
+        TypeTable {
+            pdb: PathBuf::from("q.pdb"),
+            first: 0x1000,
+            leaves,
+            by_name,
+        }
+    }
+
+    fn base(name: &str, size: u64, qualifiers: Qualifiers) -> TypeDesc {
+        TypeDesc::Base {
+            name: name.into(),
+            size,
+            qualifiers,
+        }
+    }
+
+    #[test]
+    fn a_modifier_over_a_primitive_is_that_primitive_with_its_qualifier() {
+        let t = qualified_table();
+        let f = t.field("_Q", "Counter").unwrap();
+        assert_eq!((f.offset, f.size), (0, 4));
+        assert_eq!(f.ty, base("unsigned long", 4, VOLATILE));
+        assert_eq!(f.ty.describe(), "volatile unsigned long");
+    }
+
+    #[test]
+    fn a_bitfield_over_a_modifier_keeps_its_storage_size_and_bits() {
+        let t = qualified_table();
+        let f = t.field("_Q", "Flag").unwrap();
+        assert_eq!((f.offset, f.size), (4, 4));
+        assert_eq!(
+            f.bitfield,
+            Some(Bitfield {
+                position: 3,
+                width: 5
+            })
+        );
+        assert_eq!(f.ty.qualifiers(), VOLATILE);
+    }
+
+    #[test]
+    fn arrays_of_qualified_elements_have_their_count() {
+        let t = qualified_table();
+        let f = t.field("_Q", "Bytes").unwrap();
+        assert!(
+            matches!(&f.ty, TypeDesc::Array { count: 6, size: 6, element }
+            if **element == base("unsigned char", 1, CONST))
+        );
+        assert_eq!(f.ty.describe(), "const unsigned char[6]");
+        let plain = t.field("_Q", "Plain").unwrap();
+        assert!(matches!(
+            plain.ty,
+            TypeDesc::Array {
+                count: 2,
+                size: 8,
+                ..
+            }
+        ));
+        assert_eq!(plain.ty.qualifiers(), VOLATILE);
+    }
+
+    #[test]
+    fn pointee_and_pointer_qualifiers_stay_where_they_belong() {
+        let t = qualified_table();
+        let to_volatile = t.field("_Q", "PointerToVolatile").unwrap();
+        assert_eq!(to_volatile.size, 8);
+        assert_eq!(to_volatile.ty.qualifiers(), Qualifiers::NONE);
+        assert_eq!(to_volatile.ty.describe(), "volatile unsigned long *");
+        let volatile_pointer = t.field("_Q", "VolatilePointer").unwrap();
+        assert_eq!(volatile_pointer.size, 8);
+        assert_eq!(volatile_pointer.ty.qualifiers(), VOLATILE);
+        assert_eq!(volatile_pointer.ty.describe(), "unsigned long *volatile");
+    }
+
+    #[test]
+    fn qualified_enums_and_records_keep_name_and_size() {
+        let t = qualified_table();
+        let color = t.field("_Q", "Color").unwrap();
+        assert_eq!(color.ty, base("_COLOR", 4, CONST));
+        let this = t.field("_Q", "Self").unwrap();
+        assert_eq!(
+            this.ty,
+            TypeDesc::Record {
+                kind: RecordKind::Struct,
+                name: "_Q".into(),
+                size: 0x38,
+                qualifiers: VOLATILE,
+            }
+        );
+        // A qualified record can still be walked into.
+        assert_eq!(t.field("_Q", "Self.Counter").unwrap().offset, 0x24);
+    }
+
+    #[test]
+    fn chains_of_modifiers_collect_every_qualifier() {
+        let t = qualified_table();
+        let f = t.field("_Q", "Chain").unwrap();
+        assert_eq!(f.size, 4);
+        assert_eq!(f.ty.qualifiers(), CONST.union(VOLATILE));
+        assert_eq!(f.ty.describe(), "const volatile unsigned long");
+    }
+
+    #[test]
+    fn a_modifier_loop_ends_instead_of_hanging() {
+        let mut t = qualified_table();
+        t.leaves[0] = modifier(0x1000, VOLATILE); // volatile of itself
+        let f = t.field("_Q", "Counter").unwrap();
+        assert_eq!(f.size, 0);
     }
 }
