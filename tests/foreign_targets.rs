@@ -118,19 +118,27 @@ fn json(text: &str) -> Value {
 }
 
 #[test]
-fn no_debugger_data_list_finds_kdbg_through_the_kernel_pdb() {
-    let sim = QuirkySim::start("data_list=0");
-    let info = json(&succeeded("info", &sim.run("info", &["--format", "json"])));
-    assert_eq!(info["kdbg_source"], "kernel_pdb", "{info}");
-    assert_ne!(info["kdbg_address"], Value::Null, "{info}");
-    assert_eq!(info["kdbg_size"], 0x380, "{info}");
-    assert_eq!(
-        info["kdbg_problems"][0], "GetVersion's DebuggerDataList is 0 although Flags.DATA is set",
-        "{info}"
-    );
-    let modules = info["modules"]["modules"].as_array().unwrap();
-    assert_eq!(modules.len(), 3, "{info}");
-    sim.running_after(1);
+fn no_or_an_unreadable_debugger_data_list_finds_kdbg_through_the_kernel_pdb() {
+    for (quirks, problem) in [
+        (
+            "data_list=0",
+            "GetVersion's DebuggerDataList is 0 although Flags.DATA is set",
+        ),
+        (
+            "data_list=0xfffff80000001000",
+            "cannot read KdpDebuggerDataListHead at 0xfffff80000001000: the memory is not readable",
+        ),
+    ] {
+        let sim = QuirkySim::start(quirks);
+        let info = json(&succeeded("info", &sim.run("info", &["--format", "json"])));
+        assert_eq!(info["kdbg_source"], "kernel_pdb", "{quirks}: {info}");
+        assert_ne!(info["kdbg_address"], Value::Null, "{quirks}: {info}");
+        assert_eq!(info["kdbg_size"], 0x380, "{quirks}: {info}");
+        assert_eq!(info["kdbg_problems"][0], problem, "{quirks}: {info}");
+        let modules = info["modules"]["modules"].as_array().unwrap();
+        assert_eq!(modules.len(), 3, "{quirks}: {info}");
+        sim.running_after(1);
+    }
 }
 
 #[test]
