@@ -2,12 +2,12 @@
 
 use std::fmt::Write as _;
 
-use kdproto::api::{IMAGE_FILE_MACHINE_AMD64, IMAGE_FILE_MACHINE_ARM64, IMAGE_FILE_MACHINE_I386};
 use serde::Serialize;
 
 use crate::connect::ConnectSpec;
+use crate::kernel::arch::machine_name;
 use crate::kernel::{serde_hex, ModuleList};
-use crate::kernel_context::KernelContext;
+use crate::kernel_context::{KdbgSource, KernelContext};
 use crate::session::{self, Error, Session, StopInfo};
 use crate::stop::{with_stopped_target, with_stopped_transport, StopContext, StopOptions};
 use crate::transport::Transport;
@@ -27,24 +27,24 @@ pub struct TargetInfo {
     pub kernel_base: u64,
     #[serde(serialize_with = "serde_hex::u64")]
     pub ps_loaded_module_list: u64,
-    #[serde(serialize_with = "serde_hex::u64")]
-    pub kdbg_address: u64,
-    pub kdbg_size: u32,
+    /// The debugger data block: `null` when none was found (`kdbg_problems` says why).
+    #[serde(serialize_with = "serde_hex::opt_u64")]
+    pub kdbg_address: Option<u64>,
+    pub kdbg_size: Option<u32>,
+    /// Where KDBG was found: `debugger_data_list` or `kernel_pdb`.
+    pub kdbg_source: Option<KdbgSource>,
+    /// Why the sources tried first gave no KDBG (empty when the first one did).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub kdbg_problems: Vec<String>,
+    /// What the target reported that kdleak worked around (e.g. Flags.PTR64 clear on x64).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
     pub processors: u32,
     pub stop: StopInfo,
     pub modules: ModuleList,
     pub debug_output: Vec<String>,
     /// False only with `--stay-broken`.
     pub resumed: bool,
-}
-
-fn machine_name(machine: u16) -> String {
-    match machine {
-        IMAGE_FILE_MACHINE_AMD64 => "x64".into(),
-        IMAGE_FILE_MACHINE_ARM64 => "arm64".into(),
-        IMAGE_FILE_MACHINE_I386 => "x86".into(),
-        other => format!("{other:#06x}"),
-    }
 }
 
 /// Attaches to `spec`, collects [`TargetInfo`] while stopped, and resumes (unless
@@ -78,8 +78,11 @@ async fn collect(s: &mut Session, context: StopContext) -> session::Result<Targe
         version,
         KernelContext {
             kdbg,
+            kdbg_source,
+            kdbg_problems,
             module_list_head: head,
             modules,
+            warnings,
             ..
         },
     ) = KernelContext::load_live(s, &symbols).await?;
@@ -92,8 +95,11 @@ async fn collect(s: &mut Session, context: StopContext) -> session::Result<Targe
         protocol_version: version.protocol_version,
         kernel_base: version.kern_base,
         ps_loaded_module_list: head,
-        kdbg_address: kdbg.address,
-        kdbg_size: kdbg.size,
+        kdbg_address: kdbg.as_ref().map(|k| k.address),
+        kdbg_size: kdbg.as_ref().map(|k| k.size),
+        kdbg_source,
+        kdbg_problems,
+        warnings,
         processors: stop.number_processors,
         stop,
         modules,
@@ -130,11 +136,7 @@ impl TargetInfo {
             "PsLoadedModuleList:  {:#x}",
             self.ps_loaded_module_list
         );
-        let _ = writeln!(
-            out,
-            "KDBG:                {:#x} (size {:#x})",
-            self.kdbg_address, self.kdbg_size
-        );
+        let _ = writeln!(out, "KDBG:                {}", self.kdbg_line());
         let _ = writeln!(out, "Processors:          {}", self.processors);
         let _ = writeln!(
             out,
@@ -155,6 +157,9 @@ impl TargetInfo {
                 "left stopped (--stay-broken)"
             }
         );
+        for warning in &self.warnings {
+            let _ = writeln!(out, "Warning:             {warning}");
+        }
         let _ = writeln!(out);
         let _ = writeln!(
             out,
@@ -190,6 +195,23 @@ impl TargetInfo {
             let _ = writeln!(out, "DbgPrint: {}", line.trim_end());
         }
         out
+    }
+
+    /// Where KDBG is, and where it was found when that was not the debugger data list; or that
+    /// it was not found, and why.
+    fn kdbg_line(&self) -> String {
+        let problems = self.kdbg_problems.join("; ");
+        match (self.kdbg_address, self.kdbg_source) {
+            (Some(address), Some(source)) if !problems.is_empty() => format!(
+                "{address:#x} (size {:#x}, found through {}; {problems})",
+                self.kdbg_size.unwrap_or(0),
+                source.describe()
+            ),
+            (Some(address), _) => {
+                format!("{address:#x} (size {:#x})", self.kdbg_size.unwrap_or(0))
+            }
+            (None, _) => format!("not found ({problems})"),
+        }
     }
 
     /// The JSON document (addresses as `0x…` strings).

@@ -1,38 +1,109 @@
-//! What every command learns first about the kernel: its build, the debugger data block, the
-//! kernel's PDB (found through the symbol path from the RSDS record in target memory) and the
-//! loaded modules, walked with the layout that PDB gives.
+//! What every command learns first about the kernel: its build, its base, the kernel's PDB (found
+//! through the symbol path from the RSDS record in target memory), the loaded modules walked with
+//! the layout that PDB gives, and — when one can be found — the debugger data block (KDBG).
 //!
-//! Two sources give the starting facts: a live target's GetVersion reply, or a crash dump's
-//! header (MinorVersion, PsLoadedModuleList, KdDebuggerDataBlock). Everything after them — KDBG's
-//! kernel base, RSDS, the PDB, the module walk — is one path over the [`Memory`] trait.
+//! Two sources give the starting facts: a live target's GetVersion reply (build, KernBase,
+//! PsLoadedModuleList), or a crash dump's header (build, PsLoadedModuleList, KdDebuggerDataBlock,
+//! whose KernBase is the kernel base). Neither path *needs* KDBG: targets that are not Windows'
+//! own stub may report no debugger data list, and a machine booted without a debugger keeps the
+//! block encoded (kd.md §4.1, stops-and-unloads.md §4). Without it the live path goes on from
+//! GetVersion, the dump path takes the kernel base from the first entry of PsLoadedModuleList,
+//! and both look for the block at the kernel PDB's `KdDebuggerDataBlock` for `info`.
 
 use std::sync::Arc;
 
 use kdproto::api::Version;
-use tracing::warn;
+use serde::Serialize;
+use tracing::{info, warn};
 
 use crate::dump::DumpHeader;
 use crate::kernel::{self, Kdbg, KernelError, Memory, ModuleList, PdbInfo};
 use crate::session::{self, Error, Session};
 use crate::symbols::{self, Pdb, Symbols};
 
+/// Where the KDBG block was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KdbgSource {
+    /// GetVersion's DebuggerDataList (kd.md §4.1).
+    DebuggerDataList,
+    /// The crash dump header's KdDebuggerDataBlock.
+    DumpHeader,
+    /// The kernel PDB's `KdDebuggerDataBlock` symbol.
+    KernelPdb,
+}
+
+impl KdbgSource {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::DebuggerDataList => "GetVersion's DebuggerDataList",
+            Self::DumpHeader => "the dump header's KdDebuggerDataBlock",
+            Self::KernelPdb => "nt!KdDebuggerDataBlock",
+        }
+    }
+}
+
 /// The kernel as the host sees it while the target is stopped (or as a dump froze it).
 pub struct KernelContext {
     /// The build number (GetVersion's or the dump header's MinorVersion).
     pub build: u16,
-    /// Where `nt` is loaded (GetVersion's KernBase; KDBG's KernBase for a dump).
+    /// Where `nt` is loaded (GetVersion's KernBase; for a dump KDBG's KernBase, else the first
+    /// module's DllBase).
     pub kern_base: u64,
-    pub kdbg: Kdbg,
-    /// `PsLoadedModuleList` (from GetVersion or the dump header, else KDBG).
+    /// The debugger data block, when one was found; nothing the pull reads depends on it.
+    pub kdbg: Option<Kdbg>,
+    pub kdbg_source: Option<KdbgSource>,
+    /// Why the sources tried before (or instead of) `kdbg_source` gave no block, in order.
+    pub kdbg_problems: Vec<String>,
+    /// `PsLoadedModuleList` (from GetVersion or the dump header, else KDBG, else the kernel PDB).
     pub module_list_head: u64,
     /// The kernel's PDB: every structure layout the pull reads comes from here.
     pub nt: Arc<Pdb>,
     pub modules: ModuleList,
+    /// Things the target reported that this host worked around (also logged as warnings).
+    pub warnings: Vec<String>,
+}
+
+/// What the KDBG search has found so far.
+struct KdbgSearch {
+    found: Option<(Kdbg, KdbgSource)>,
+    problems: Vec<String>,
+    /// Addresses already read as a KDBG block (not read again through the PDB symbol).
+    tried: Vec<u64>,
+}
+
+impl KdbgSearch {
+    fn new() -> Self {
+        Self {
+            found: None,
+            problems: Vec::new(),
+            tried: Vec::new(),
+        }
+    }
+
+    /// Records the outcome of one source; a failing link is an error, anything else a problem.
+    fn record(
+        &mut self,
+        result: kernel::Result<Kdbg>,
+        source: KdbgSource,
+        problem: impl FnOnce(KernelError) -> String,
+    ) -> session::Result<()> {
+        match result {
+            Ok(kdbg) => self.found = Some((kdbg, source)),
+            Err(KernelError::Session(e)) => return Err(e),
+            Err(e) => self.problems.push(problem(e)),
+        }
+        Ok(())
+    }
+
+    fn kdbg(&self) -> Option<&Kdbg> {
+        self.found.as_ref().map(|(kdbg, _)| kdbg)
+    }
 }
 
 impl KernelContext {
-    /// Reads the version block and KDBG of a stopped target, loads the kernel PDB, and walks
-    /// the module list.
+    /// Reads the version block of a stopped target, loads the kernel PDB, walks the module list
+    /// and looks for KDBG.
     pub async fn load(s: &mut Session, symbols: &Arc<Symbols>) -> session::Result<Self> {
         Ok(Self::load_live(s, symbols).await?.1)
     }
@@ -43,99 +114,261 @@ impl KernelContext {
         symbols: &Arc<Symbols>,
     ) -> session::Result<(Version, Self)> {
         let version: Version = s.get_version().await?;
-        let kdbg = kernel::find_kdbg(s, &version).await?;
-        if kdbg.kern_base != version.kern_base {
-            warn!(
-                kdbg = format_args!("{:#x}", kdbg.kern_base),
-                version = format_args!("{:#x}", version.kern_base),
-                "KDBG and GetVersion disagree on the kernel base"
-            );
+        let mut warnings = Vec::new();
+        if let Some(warning) = kernel::arch::check_x64(&version)? {
+            warn!("{warning}");
+            warnings.push(warning);
+        }
+        let mut search = KdbgSearch::new();
+        if version.debugger_data_list != 0 {
+            search.tried.push(version.debugger_data_list);
+        }
+        let listed = kernel::find_kdbg(s, &version).await;
+        search.record(listed, KdbgSource::DebuggerDataList, |e| e.to_string())?;
+        let (kern_base, kern_base_from) = match search.kdbg() {
+            _ if version.kern_base != 0 => (version.kern_base, "GetVersion's KernBase"),
+            Some(kdbg) if kdbg.kern_base != 0 => (kdbg.kern_base, "KDBG's KernBase"),
+            _ => {
+                return Err(Error::TargetData(format!(
+                    "GetVersion's KernBase is 0 and no KDBG gives the kernel base ({})",
+                    search.problems.join("; ")
+                )))
+            }
+        };
+        if let Some(kdbg) = search.kdbg() {
+            if kdbg.kern_base != kern_base {
+                let warning = format!(
+                    "KDBG ({:#x}) and GetVersion ({kern_base:#x}) disagree on the kernel base; \
+                     using GetVersion's",
+                    kdbg.kern_base
+                );
+                warn!("{warning}");
+                warnings.push(warning);
+            }
         }
         let facts = Facts {
             build: version.build(),
-            kern_base: version.kern_base,
+            kern_base,
+            kern_base_from,
             module_list_head: version.ps_loaded_module_list,
+            warnings,
         };
-        let context = Self::from_kdbg(s, symbols, facts, kdbg).await?;
+        let context = Self::from_base(s, symbols, facts, search).await?;
         Ok((version, context))
     }
 
-    /// The same facts from a crash dump's `header`: its KDBG (KdDebuggerDataBlock, which the
-    /// dump holds decoded) gives the kernel base that GetVersion gives a live host.
+    /// The same facts from a crash dump's `header`: its KDBG (KdDebuggerDataBlock) gives the
+    /// kernel base that GetVersion gives a live host; when the block is unusable (kept encoded,
+    /// unreadable), the first entry of PsLoadedModuleList does.
     pub async fn load_from_dump<M: Memory>(
         mem: &mut M,
         header: &DumpHeader,
         symbols: &Arc<Symbols>,
     ) -> session::Result<Self> {
         let address = header.kd_debugger_data_block;
-        let kdbg = kernel::read_kdbg(mem, address).await.map_err(|e| {
-            Error::TargetData(format!(
-                "the dump header's KdDebuggerDataBlock ({address:#x}) does not lead to the \
-                 debugger data block: {e}"
-            ))
-        })?;
-        if header.ps_loaded_module_list != 0
-            && kdbg.ps_loaded_module_list != 0
-            && header.ps_loaded_module_list != kdbg.ps_loaded_module_list
-        {
-            warn!(
-                header = format_args!("{:#x}", header.ps_loaded_module_list),
-                kdbg = format_args!("{:#x}", kdbg.ps_loaded_module_list),
-                "the dump header and KDBG disagree on PsLoadedModuleList"
-            );
+        let mut search = KdbgSearch::new();
+        let mut warnings = Vec::new();
+        if address == 0 {
+            search
+                .problems
+                .push("the dump header's KdDebuggerDataBlock is 0".into());
+        } else {
+            search.tried.push(address);
+            let read = kernel::read_kdbg(mem, address).await;
+            search.record(read, KdbgSource::DumpHeader, |e| {
+                format!(
+                    "the dump header's KdDebuggerDataBlock ({address:#x}) does not lead to the \
+                     debugger data block: {e}"
+                )
+            })?;
         }
+        if let Some(kdbg) = search.kdbg() {
+            if header.ps_loaded_module_list != 0
+                && kdbg.ps_loaded_module_list != 0
+                && header.ps_loaded_module_list != kdbg.ps_loaded_module_list
+            {
+                let warning = format!(
+                    "the dump header ({:#x}) and KDBG ({:#x}) disagree on PsLoadedModuleList; \
+                     using the header's",
+                    header.ps_loaded_module_list, kdbg.ps_loaded_module_list
+                );
+                warn!("{warning}");
+                warnings.push(warning);
+            }
+        }
+        let mut first = None;
+        let (kern_base, kern_base_from) = match search.kdbg() {
+            Some(kdbg) if kdbg.kern_base != 0 => (kdbg.kern_base, "KDBG's KernBase"),
+            _ => {
+                let image = first_image_of_dump(mem, header, &search.problems).await?;
+                let note = format!(
+                    "{}; the kernel base {:#x} comes from the first entry of PsLoadedModuleList",
+                    search.problems.join("; "),
+                    image.base
+                );
+                info!("{note}");
+                let base = image.base;
+                first = Some(image);
+                (base, "the first module entry")
+            }
+        };
         let facts = Facts {
             build: header.build,
-            kern_base: kdbg.kern_base,
+            kern_base,
+            kern_base_from,
             module_list_head: header.ps_loaded_module_list,
+            warnings,
         };
-        Self::from_kdbg(mem, symbols, facts, kdbg).await
+        let context = Self::from_base(mem, symbols, facts, search).await?;
+        if let Some(image) = first {
+            // The field found by its contents must be the one the PDB calls DllBase.
+            let walked = context.modules.modules.first();
+            if walked.is_none_or(|m| m.entry != image.entry || m.base != image.base) {
+                return Err(Error::TargetData(format!(
+                    "the kernel image found at {:#x} through offset {:#x} of the first module \
+                     entry is not that entry's DllBase per the kernel PDB ({}): the module list \
+                     cannot be trusted",
+                    image.base,
+                    image.field,
+                    walked.map_or("no entry walked".into(), |m| format!("{:#x}", m.base))
+                )));
+            }
+        }
+        Ok(context)
     }
 
-    /// The shared rest: the kernel's RSDS record → its PDB → the module list.
-    async fn from_kdbg<M: Memory>(
+    /// The shared rest: the kernel's RSDS record → its PDB → KDBG (through the PDB if not yet
+    /// found) → the module list.
+    async fn from_base<M: Memory>(
         mem: &mut M,
         symbols: &Arc<Symbols>,
         facts: Facts,
-        kdbg: Kdbg,
+        mut search: KdbgSearch,
     ) -> session::Result<Self> {
-        let module_list_head = if facts.module_list_head != 0 {
-            facts.module_list_head
-        } else {
-            kdbg.ps_loaded_module_list
-        };
+        let image = format!(
+            "the kernel image at {:#x} ({})",
+            facts.kern_base, facts.kern_base_from
+        );
         let rsds = kernel::read_pdb_info(mem, facts.kern_base, 0)
             .await
-            .map_err(|e| target_data("the kernel image", e))?
+            .map_err(|e| target_data(&image, e))?
             .ok_or_else(|| {
                 Error::TargetData(format!(
-                    "the kernel image at {:#x} has no RSDS debug record: cannot find its PDB",
-                    facts.kern_base
+                    "{image} has no RSDS debug record: cannot find its PDB"
                 ))
             })?;
         let nt = load_pdb(symbols, rsds).await?;
+        if search.found.is_none() {
+            kdbg_from_pdb(mem, &nt, facts.kern_base, &mut search).await?;
+        }
+        let symbol = |name: &str| {
+            nt.try_symbol_rva(name)
+                .ok()
+                .flatten()
+                .map(|rva| facts.kern_base + u64::from(rva))
+        };
+        let module_list_head = [
+            facts.module_list_head,
+            search.kdbg().map_or(0, |k| k.ps_loaded_module_list),
+            symbol("PsLoadedModuleList").unwrap_or(0),
+        ]
+        .into_iter()
+        .find(|&head| head != 0)
+        .ok_or_else(|| Error::TargetData("nothing gives PsLoadedModuleList".into()))?;
         let layout = symbols::module_layout(&nt)
             .map_err(|e| Error::TargetData(format!("kernel symbols: {e}")))?;
         let modules = kernel::walk_modules(mem, module_list_head, &layout)
             .await
             .map_err(|e| target_data("the loaded module list", e))?;
+        let (kdbg, kdbg_source) = search
+            .found
+            .map_or((None, None), |(kdbg, source)| (Some(kdbg), Some(source)));
+        match kdbg_source {
+            None => info!(
+                "no KDBG ({}); nothing kdleak reads needs it",
+                search.problems.join("; ")
+            ),
+            Some(source) if !search.problems.is_empty() => info!(
+                "KDBG found through {} ({})",
+                source.describe(),
+                search.problems.join("; ")
+            ),
+            Some(_) => {}
+        }
         Ok(Self {
             build: facts.build,
             kern_base: facts.kern_base,
             kdbg,
+            kdbg_source,
+            kdbg_problems: search.problems,
             module_list_head,
             nt,
             modules,
+            warnings: facts.warnings,
         })
     }
+}
+
+/// Looks for KDBG at the kernel PDB's `KdDebuggerDataBlock` (unless that address was read
+/// already).
+async fn kdbg_from_pdb<M: Memory>(
+    mem: &mut M,
+    nt: &Pdb,
+    kern_base: u64,
+    search: &mut KdbgSearch,
+) -> session::Result<()> {
+    let rva = match nt.try_symbol_rva("KdDebuggerDataBlock") {
+        Ok(Some(rva)) => rva,
+        _ => {
+            search
+                .problems
+                .push("the kernel PDB has no KdDebuggerDataBlock symbol".into());
+            return Ok(());
+        }
+    };
+    let address = kern_base + u64::from(rva);
+    if search.tried.contains(&address) {
+        return Ok(());
+    }
+    search.tried.push(address);
+    let read = kernel::read_kdbg(mem, address).await;
+    search.record(read, KdbgSource::KernelPdb, |e| {
+        format!("nt!KdDebuggerDataBlock ({address:#x}): {e}")
+    })
+}
+
+/// The kernel image through the first entry of the dump's module list, or an error that says
+/// why neither the header's KDBG (`problems`) nor the list gives the kernel base.
+async fn first_image_of_dump<M: Memory>(
+    mem: &mut M,
+    header: &DumpHeader,
+    problems: &[String],
+) -> session::Result<kernel::FirstImage> {
+    let why = problems.join("; ");
+    let head = header.ps_loaded_module_list;
+    if head == 0 {
+        return Err(Error::TargetData(format!(
+            "{why}; and the dump header's PsLoadedModuleList is 0: nothing gives the kernel base"
+        )));
+    }
+    kernel::first_image(mem, head).await.map_err(|e| match e {
+        KernelError::Session(e) => e,
+        other => Error::TargetData(format!(
+            "{why}; and the first entry of PsLoadedModuleList ({head:#x}) gives no kernel base: \
+             {other}"
+        )),
+    })
 }
 
 /// What the source (GetVersion or a dump header) says before any memory is read.
 struct Facts {
     build: u16,
     kern_base: u64,
-    /// 0 when the source does not say; KDBG's is used then.
+    /// Where `kern_base` came from, for messages.
+    kern_base_from: &'static str,
+    /// 0 when the source does not say; KDBG's or the PDB's is used then.
     module_list_head: u64,
+    warnings: Vec<String>,
 }
 
 /// Memory that cannot be used is target data (exit 4); a failing session stays what it is.

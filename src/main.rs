@@ -10,7 +10,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use kdleak::decode::{self, Decoded};
 use kdleak::report::{self, GroupBy};
 use kdleak::sim::{
-    self, faults::FaultSpec, kdcom::KdcomConfig, kdnet::KdnetConfig, Machine, Transport,
+    self, faults::FaultSpec, kdcom::KdcomConfig, kdnet::KdnetConfig, quirks::Quirks, Machine,
+    Transport,
 };
 use kdleak::stop::StopOptions;
 use kdproto::kdnet::Key;
@@ -90,6 +91,11 @@ struct SimArgs {
     /// jitter=1ms,baud=115200,reboot_after=20s,stall_after=1m,seed=7.
     #[arg(long, value_name = "SPEC", default_value = "")]
     faults: FaultSpec,
+    /// Behave like a KD target that is not Windows' own stub, or a Windows that booted without a
+    /// debugger: e.g. flags=0x3,data_list=0,kern_base=HEX,machine=0x14c,
+    /// unanswered_reads_over=1024,dr7=HEX,kdbg=encoded (README "kdleak sim").
+    #[arg(long, value_name = "SPEC", default_value = "")]
+    quirks: Quirks,
     /// Compress the scenario timeline's target time: 60 = one target minute per wall second.
     #[arg(long, value_name = "FACTOR", default_value_t = 1.0)]
     time_scale: f64,
@@ -242,6 +248,7 @@ fn run_sim(args: SimArgs) -> Result<ExitCode> {
         anyhow::bail!("--time-scale must be a positive number");
     }
     machine.set_time_scale(args.time_scale);
+    machine.apply_quirks(args.quirks);
     let runtime = async_runtime()?;
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
@@ -255,12 +262,13 @@ fn run_sim(args: SimArgs) -> Result<ExitCode> {
 
 /// `kdleak sim --write-dump`: the scenario as laid out (timeline time 0), written and done.
 fn write_sim_dump(args: &SimArgs, path: &std::path::Path) -> Result<ExitCode> {
-    let machine = match &args.scenario {
+    let mut machine = match &args.scenario {
         None => Machine::default(),
         Some(name) => {
             Machine::for_scenario(name).with_context(|| format!("cannot load scenario {name}"))?
         }
     };
+    machine.apply_quirks(args.quirks.clone());
     let scenario = args.scenario.as_deref().unwrap_or("tiny built-in kernel");
     let options = sim::dump::DumpOptions {
         kind: args.dump_type.unwrap_or(DumpTypeArg::Full).into(),
@@ -367,6 +375,10 @@ struct TargetArgs {
     /// Seconds the work while stopped may take; the target is resumed when it runs out.
     #[arg(long, value_name = "SECS")]
     timeout: Option<f64>,
+    /// Seconds to wait for the reply to each request. A memory read that gets none is retried
+    /// at a smaller size (down to 512 bytes) before kdleak gives up.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    request_timeout: f64,
     /// Largest memory read per request in bytes (default 3944, the KD maximum; kdleak lowers it when the target clips reads).
     #[arg(long, value_name = "BYTES")]
     chunk: Option<usize>,
@@ -397,6 +409,11 @@ impl TargetArgs {
         }
         options.open.connect_timeout = seconds(self.connect_timeout);
         options.session.connect_timeout = seconds(self.connect_timeout);
+        anyhow::ensure!(
+            self.request_timeout.is_finite() && self.request_timeout > 0.0,
+            "--request-timeout must be a positive number of seconds"
+        );
+        options.session.request_timeout = seconds(self.request_timeout);
         options.session.overall_timeout = self.timeout.map(seconds);
         options.session.read_chunk = self.chunk;
         options.session.stay_broken = self.stay_broken;

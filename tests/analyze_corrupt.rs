@@ -176,4 +176,10 @@ fn a_dump_whose_debugger_data_block_is_unreadable_exits_4() {
         &0xfffff800_01234560u64.to_le_bytes(),
     );
     refused("kdbg", &f, 4, "KdDebuggerDataBlock (0xfffff80001234560)");
+    refused(
+        "kdbg",
+        &f,
+        4,
+        "PsLoadedModuleList is 0: nothing gives the kernel base",
+    );
 }

@@ -125,6 +125,51 @@ fn win11_dumps_of_every_type_give_the_live_report() {
     every_dump_type_equals_the_live_pull("win11-myfault", "win11-22000");
 }
 
+/// A dump of a machine that booted without a debugger keeps KDBG encoded (stops-and-unloads.md
+/// §4): the header's KdDebuggerDataBlock leads to no usable block, so the kernel base comes from
+/// the first entry of PsLoadedModuleList — and the report is still the live one. The same holds
+/// when the header's KdDebuggerDataBlock is garbage (unmapped).
+#[test]
+fn a_dump_whose_kdbg_is_unusable_still_gives_the_live_report() {
+    let live = without_transport(json(
+        "attach",
+        &attach_live("win10-myfault", &["--format", "json"]),
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("encoded.dmp");
+    let mut sim = kdleak();
+    sim.args(["sim", "--scenario", "win10-myfault", "--write-dump"])
+        .arg(&path)
+        .args(["--dump-type", "kernel", "--quirks", "kdbg=encoded"]);
+    run_ok("sim --write-dump --quirks kdbg=encoded", sim);
+    let mut verbose = kdleak();
+    verbose
+        .args(["-v", "analyze"])
+        .arg(&path)
+        .args(["--offline", "--format", "json", "--sympath"])
+        .arg(root().join("captures/fixtures/win10-19041"));
+    let out = finish(spawn(verbose), Duration::from_secs(60));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("is tagged") && stderr.contains("not KDBG"),
+        "the dump's KDBG is not encoded: {stderr}"
+    );
+    assert!(
+        stderr.contains("comes from the first entry of PsLoadedModuleList"),
+        "{stderr}"
+    );
+    assert_eq!(without_transport(json("analyze", &out.stdout)), live);
+
+    // KdDebuggerDataBlock (u64 at 0x80 of DUMP_HEADER64) pointing at unmapped memory.
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[0x80..0x88].copy_from_slice(&0xfffff800_dead0000u64.to_le_bytes());
+    let garbage = dir.path().join("garbage.dmp");
+    std::fs::write(&garbage, bytes).unwrap();
+    let report = analyze(&garbage, "win10-19041", &["--format", "json"]);
+    assert_eq!(without_transport(json("analyze", &report)), live);
+}
+
 /// The report options are attach's: a filtered, stack-grouped CSV is byte for byte the live one
 /// (CSV carries no transport fields).
 #[test]

@@ -57,8 +57,9 @@ fn check_info(info: &info::TargetInfo) {
     assert_eq!(info.build, BUILD);
     assert_eq!(info.machine, "x64");
     assert_eq!(info.kernel_base, KERN_BASE);
-    assert_eq!(info.kdbg_address, KDBG);
-    assert_eq!(info.kdbg_size, 0x380);
+    assert_eq!(info.kdbg_address, Some(KDBG));
+    assert_eq!(info.kdbg_size, Some(0x380));
+    assert!(info.kdbg_problems.is_empty(), "{:?}", info.kdbg_problems);
     assert_eq!(info.processors, 2);
     assert_eq!(info.stop.program_counter, BREAK_PC);
     assert!(info.modules.complete, "{:?}", info.modules.problem);

@@ -2,7 +2,7 @@
 //! Its header and field offsets are part of the debugger interface (wdbgexts.h), not private
 //! kernel layout, so they live here rather than in `version_facts`.
 
-use kdproto::api::{Version, DBGKD_VERS_FLAG_DATA, DBGKD_VERS_FLAG_PTR64};
+use kdproto::api::{Version, DBGKD_VERS_FLAG_DATA};
 
 use super::{le_u32, le_u64, read_exact, read_u64, KernelError, Memory, Result};
 
@@ -39,18 +39,18 @@ impl Kdbg {
     }
 }
 
-/// Follows DebuggerDataList to the block tagged `KDBG`.
+/// Follows DebuggerDataList to the block tagged `KDBG`. Flags.DATA is only a hint: other stubs
+/// set it loosely (Xen's kdd always sets it), so the list address itself decides.
 pub async fn find_kdbg<M: Memory>(mem: &mut M, version: &Version) -> Result<Kdbg> {
-    if version.flags & DBGKD_VERS_FLAG_PTR64 == 0 {
-        return Err(KernelError::Invalid(
-            "the target is 32-bit (GetVersion Flags.PTR64 clear); only x64 targets are supported"
-                .into(),
-        ));
-    }
     let head = version.debugger_data_list;
-    if version.flags & DBGKD_VERS_FLAG_DATA == 0 || head == 0 {
+    if head == 0 {
         return Err(KernelError::Invalid(
-            "the target reports no debugger data list (GetVersion Flags.DATA clear)".into(),
+            if version.flags & DBGKD_VERS_FLAG_DATA == 0 {
+                "GetVersion reports no debugger data list (Flags.DATA clear, DebuggerDataList 0)"
+                    .to_string()
+            } else {
+                "GetVersion's DebuggerDataList is 0 although Flags.DATA is set".to_string()
+            },
         ));
     }
     let mut entry = read_u64(mem, head, "KdpDebuggerDataListHead").await?;
@@ -142,10 +142,17 @@ mod tests {
     #[tokio::test]
     async fn explains_missing_data() {
         let mut mem = FakeMemory::default();
+        let err = find_kdbg(&mut mem, &version(0, 5)).await.unwrap_err();
+        assert!(err.to_string().contains("Flags.DATA clear"), "{err}");
+        let err = find_kdbg(&mut mem, &version(0, 7)).await.unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("DebuggerDataList is 0 although Flags.DATA is set"),
+            "{err}"
+        );
+        // Flags.DATA clear but a list address given: the address is followed all the same.
         let err = find_kdbg(&mut mem, &version(0x1000, 5)).await.unwrap_err();
-        assert!(err.to_string().contains("Flags.DATA"), "{err}");
-        let err = find_kdbg(&mut mem, &version(0x1000, 3)).await.unwrap_err();
-        assert!(err.to_string().contains("32-bit"), "{err}");
+        assert!(err.to_string().contains("KdpDebuggerDataListHead"), "{err}");
         let err = find_kdbg(&mut mem, &version(0x1000, 7)).await.unwrap_err();
         assert!(err.to_string().contains("KdpDebuggerDataListHead"), "{err}");
         // An empty list.

@@ -3,6 +3,7 @@
 //!
 //! Everything reads through the [`Memory`] trait, implemented by [`Session`] and by test fakes.
 
+pub mod arch;
 pub mod kdbg;
 pub mod modules;
 pub mod pe;
@@ -11,7 +12,9 @@ use std::future::Future;
 
 use crate::session::{self, ReadOutcome, Session};
 pub use kdbg::{find_kdbg, read_kdbg, Kdbg};
-pub use modules::{walk_modules, Module, ModuleLayout, ModuleList, MAX_MODULES};
+pub use modules::{
+    first_image, walk_modules, FirstImage, Module, ModuleLayout, ModuleList, MAX_MODULES,
+};
 pub use pe::{read_pdb_info, PdbInfo};
 
 /// Target virtual memory.
@@ -46,10 +49,12 @@ pub enum KernelError {
 }
 
 impl From<KernelError> for session::Error {
+    /// Memory that cannot be used is target data this host cannot use (exit 4, README "Exit
+    /// codes"); a failing link stays what it is.
     fn from(value: KernelError) -> Self {
         match value {
             KernelError::Session(e) => e,
-            other => session::Error::Protocol(other.to_string()),
+            other => session::Error::TargetData(other.to_string()),
         }
     }
 }
@@ -58,6 +63,14 @@ impl From<KernelError> for session::Error {
 pub mod serde_hex {
     pub fn u64<S: serde::Serializer>(value: &u64, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&format!("{value:#x}"))
+    }
+
+    /// An optional address: `null` when absent.
+    pub fn opt_u64<S: serde::Serializer>(value: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(v) => u64(v, s),
+            None => s.serialize_none(),
+        }
     }
 }
 

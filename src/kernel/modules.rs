@@ -136,6 +136,74 @@ pub async fn walk_modules<M: Memory>(
     })
 }
 
+/// Bytes of the first entry searched by [`first_image`]: more than any x64 loader entry (0xA0
+/// bytes on Windows 10/11, kd.md §4.3), so the search does not depend on the layout.
+const ENTRY_SEARCH_LEN: usize = 0x100;
+/// Candidate pointers tried as image bases before giving up.
+const MAX_IMAGE_CANDIDATES: usize = 8;
+/// Start of the x64 kernel half of the address space: DllBase is a kernel address.
+const KERNEL_SPACE: u64 = 0xFFFF_8000_0000_0000;
+
+/// An image found through the first entry of a module list, before any PDB is loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FirstImage {
+    /// Address of the first entry (the head's Flink).
+    pub entry: u64,
+    /// Offset in the entry of the field that leads to the image (DllBase, to be confirmed).
+    pub field: usize,
+    pub base: u64,
+    pub pdb: PdbInfo,
+}
+
+/// The image the first entry of the list at `head` describes (ntoskrnl.exe on every Windows):
+/// the first page-aligned kernel address in the entry where a PE image with an RSDS record
+/// starts. Used when no KDBG gives the kernel base (a block kept encoded, kd.md §4.1,
+/// stops-and-unloads.md §4). No entry layout is assumed: the caller checks, once the kernel's PDB
+/// gives `_KLDR_DATA_TABLE_ENTRY`, that the field found is DllBase.
+pub async fn first_image<M: Memory>(mem: &mut M, head: u64) -> Result<FirstImage> {
+    let entry = read_u64(mem, head, "PsLoadedModuleList").await?;
+    if entry == head || entry == 0 {
+        return Err(KernelError::Invalid(format!(
+            "the module list at {head:#x} is empty"
+        )));
+    }
+    let read = mem.read(entry, ENTRY_SEARCH_LEN).await?;
+    let bytes = read.readable_prefix();
+    if bytes.len() < 8 {
+        return Err(KernelError::Unreadable {
+            what: "the first module entry".into(),
+            address: entry,
+        });
+    }
+    let mut tried = 0;
+    for field in (0..bytes.len() / 8).map(|i| i * 8) {
+        let value = le_u64(bytes, field);
+        if value < KERNEL_SPACE || value & 0xFFF != 0 || value == entry || value == head {
+            continue;
+        }
+        if tried == MAX_IMAGE_CANDIDATES {
+            break;
+        }
+        tried += 1;
+        match read_pdb_info(mem, value, 0).await {
+            Ok(Some(pdb)) => {
+                return Ok(FirstImage {
+                    entry,
+                    field,
+                    base: value,
+                    pdb,
+                })
+            }
+            Err(KernelError::Session(e)) => return Err(KernelError::Session(e)),
+            Ok(None) | Err(_) => {}
+        }
+    }
+    Err(KernelError::Invalid(format!(
+        "no field of the first module entry at {entry:#x} leads to a PE image with a debug \
+         record ({tried} candidates tried)"
+    )))
+}
+
 /// An unreadable name becomes a placeholder; transport errors still fail the walk.
 fn name_or_note(result: Result<String>) -> Result<String> {
     match result {
@@ -221,6 +289,30 @@ mod tests {
         let pdb = list.modules[2].pdb.as_ref().unwrap();
         assert_eq!(pdb.file_name(), "kd.dll.pdb");
         assert_eq!(pdb.age, 3);
+    }
+
+    #[tokio::test]
+    async fn the_first_image_is_found_without_the_entry_layout() {
+        let mut mem = fixture(&["ntoskrnl.exe", "hal.dll"], None);
+        let first = first_image(&mut mem, HEAD).await.unwrap();
+        assert_eq!(first.entry, 0xfffff800_00200000);
+        assert_eq!(first.field, LAYOUT.dll_base);
+        assert_eq!(first.base, 0xfffff800_00400000);
+        assert_eq!(first.pdb.file_name(), "ntoskrnl.exe.pdb");
+        // An entry whose pointers lead to no image.
+        let mut empty = FakeMemory::default();
+        empty.map(HEAD, [0xfffff800_00200000u64.to_le_bytes(); 2].concat());
+        empty.map(
+            0xfffff800_00200000,
+            entry(HEAD, 0xfffff800_00900000, 0x400, 0, "x"),
+        );
+        let err = first_image(&mut empty, HEAD).await.unwrap_err();
+        assert!(err.to_string().contains("no field"), "{err}");
+        // An empty list.
+        let mut none = FakeMemory::default();
+        none.map(HEAD, [HEAD.to_le_bytes(); 2].concat());
+        let err = first_image(&mut none, HEAD).await.unwrap_err();
+        assert!(err.to_string().contains("is empty"), "{err}");
     }
 
     #[tokio::test]

@@ -5,6 +5,7 @@
 //! * [`Session::read_virtual`] reads memory in page-safe chunks through a per-stop cache.
 //! * [`Session::run_stopped`] runs work while stopped and resumes on every exit path.
 
+mod dr7;
 mod error;
 mod guard;
 mod read;
@@ -22,6 +23,7 @@ use tokio::time::{sleep_until, Instant};
 use tracing::{debug, info, trace, warn, Instrument};
 
 use crate::transport::{Incoming, Transport};
+pub use dr7::continue_dr7;
 pub use error::{Error, Result};
 pub use guard::shutdown_signal;
 use read::{Coverage, ReadCache};
@@ -121,6 +123,9 @@ pub struct SessionStats {
     pub bytes_needed: u64,
     pub cache_hits: u64,
     pub stale_replies: u64,
+    /// Memory reads the target never answered, retried at a smaller size.
+    #[serde(default)]
+    pub unanswered_reads: u64,
     pub bytes_in: u64,
     /// KD bytes sent (packet headers and payloads, break-in bytes), as framed by the link.
     #[serde(default)]
@@ -435,12 +440,20 @@ impl Session {
     }
 
     /// Resumes the target: Continue2(DBG_CONTINUE) with the Dr7 the stop reported, so the
-    /// target's hardware breakpoints stay as they were (kd.md §3.6); no reply, only the ACK.
+    /// target's hardware breakpoints stay as they were (kd.md §3.6) — only its architecturally
+    /// defined bits ([`continue_dr7`]); no reply, only the ACK.
     pub async fn resume(&mut self) -> Result<()> {
         let Some(stop) = self.stop.as_ref() else {
             return Ok(());
         };
-        let dr7 = stop.dr7;
+        let dr7 = continue_dr7(stop.dr7);
+        if dr7 & !dr7::DR7_RESERVED_ONE != stop.dr7 & !dr7::DR7_RESERVED_ONE {
+            warn!(
+                reported = format_args!("{:#x}", stop.dr7),
+                resuming_with = format_args!("{dr7:#x}"),
+                "the stop reported Dr7 bits no x64 processor defines; resuming without them"
+            );
+        }
         let span = tracing::info_span!("kd_resume", dr7 = format_args!("{dr7:#x}"));
         self.send_no_reply(
             Manipulate::continue2(DBG_CONTINUE, dr7),

@@ -10,6 +10,9 @@
 //! * A failed or empty reply means the byte where it stopped is unreadable; Windows maps memory
 //!   in pages, so the rest of that page is skipped (facts: kd.md §3.10).
 //! * Requests may cross pages: the target copies page by page and stops at the first hole.
+//! * A read that gets no answer at all (some stubs drop a request whose reply would not fit their
+//!   buffer instead of clipping it) is retried at the next power of two below, down to 512 bytes,
+//!   and that size is kept; `unanswered_reads` counts them.
 //! * A bulk read (at least one full request) that continues the previous read reads ahead to a
 //!   whole request at its end, so a caller reading a big table in blocks pays no short request
 //!   per block; reads elsewhere (a tracker page, a structure) fetch only what they ask for.
@@ -214,6 +217,30 @@ impl Coverage {
     }
 }
 
+/// Reads of this size or less that get no answer are not retried smaller: the target has
+/// stopped answering, it is not the size (ntoseye reads 512-byte lines, kd.md §6). From the
+/// 3944-byte default, a dead target costs three more timeouts (2048, 1024, 512).
+const MIN_RETRIED_READ: usize = 0x200;
+
+/// A read that got no reply at all (as opposed to a refused or short one).
+fn is_unanswered(error: &super::Error) -> bool {
+    matches!(
+        error,
+        super::Error::RequestTimeout { .. } | super::Error::NotAcknowledged { .. }
+    )
+}
+
+/// The size to retry an unanswered read of `want` bytes at: the largest power of two below it,
+/// never under [`MIN_RETRIED_READ`].
+fn smaller_read(want: usize) -> usize {
+    let below = if want.is_power_of_two() {
+        want / 2
+    } else {
+        1 << (usize::BITS - 1 - want.leading_zeros())
+    };
+    below.max(MIN_RETRIED_READ)
+}
+
 /// The first page boundary after `address` (saturating at the top of the address space).
 fn next_page(address: u64) -> u64 {
     (address & !(PAGE_SIZE - 1)).saturating_add(PAGE_SIZE)
@@ -274,9 +301,17 @@ impl Session {
         while pos < range.end {
             let stop = read_ahead.unwrap_or(range.end).max(range.end);
             let want = (stop - pos).min(self.read_size as u64) as usize;
-            let reply = self
+            let reply = match self
                 .request(Manipulate::read_virtual_memory(pos, want as u32))
-                .await?;
+                .await
+            {
+                Ok(reply) => reply,
+                Err(error) if is_unanswered(&error) && want > MIN_RETRIED_READ => {
+                    self.shrink_unanswered_read(pos, want, &error);
+                    continue;
+                }
+                Err(error) => return Err(error),
+            };
             let actual = reply.memory().map_or(0, |m| m.actual_bytes as usize);
             // ntoseye's checks: never trust more than asked, than claimed, or than present.
             let got = actual.min(reply.data.len()).min(want);
@@ -304,6 +339,19 @@ impl Session {
             }
         }
         Ok(())
+    }
+
+    /// A read of `want` bytes got no answer at all — not a short one — after the link's
+    /// retransmits and the request timeout: some targets drop a request whose reply would not
+    /// fit their buffer instead of clipping it. Ask for less from now on (the next power of two
+    /// below `want`), so one oversize read does not end the pull.
+    fn shrink_unanswered_read(&mut self, at: u64, want: usize, error: &super::Error) {
+        let smaller = smaller_read(want);
+        tracing::warn!(
+            "a {want}-byte read at {at:#x} got no answer ({error}); retrying in {smaller}-byte reads"
+        );
+        self.stats.unanswered_reads += 1;
+        self.read_size = self.read_size.min(smaller);
     }
 
     /// A full-size read came back short but successful: the target's transport carries no
@@ -376,6 +424,15 @@ mod tests {
         assert_eq!(c.insert(0x300..0x300), 0);
         c.clear();
         assert_eq!(c.insert(0x000..0x10), 0x10);
+    }
+
+    #[test]
+    fn unanswered_reads_are_retried_at_the_next_power_of_two_below() {
+        assert_eq!(smaller_read(MAX_READ), 0x800);
+        assert_eq!(smaller_read(0x800), 0x400);
+        assert_eq!(smaller_read(0x401), 0x400);
+        assert_eq!(smaller_read(0x400), 0x200);
+        assert_eq!(smaller_read(0x201), 0x200);
     }
 
     #[test]

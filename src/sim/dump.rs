@@ -323,7 +323,8 @@ fn header(
     put_u64(&mut h, o::DIRECTORY_TABLE_BASE, physical.cr3());
     // KDBG holds the addresses of MmPfnDatabase (a pointer variable) and PsActiveProcessHead
     // (kd.md §4.2 offsets 0xC0, 0x50); the header holds the PFN array itself and the list head.
-    let kdbg_field = |offset: u64| machine.memory.read_u64(machine.kdbg + offset).unwrap_or(0);
+    // Decoded: the kernel writing the header knows its variables even when the block is encoded.
+    let kdbg_field = |offset: u64| machine.kdbg_field(offset).unwrap_or(0);
     let pfn_database = match kdbg_field(0xC0) {
         0 => 0,
         variable => machine.memory.read_u64(variable).unwrap_or(0),

@@ -17,6 +17,7 @@ use super::breakpoints::BreakpointTable;
 use super::kernel::{self, KernelLayout};
 use super::memory::SimMemory;
 use super::physical::PhysicalMemory;
+use super::quirks::{decode_kdbg_word, encode_kdbg_word, KdbgKeys, Quirks};
 use super::scenario::{MemoryImage, Scenario, ScenarioError};
 use super::timeline::Timeline;
 
@@ -94,6 +95,8 @@ pub struct Machine {
     pub breakpoints: BreakpointTable,
     /// Changes applied while the target runs (a scenario's `[[timeline]]`), if any.
     pub timeline: Option<Box<Timeline>>,
+    /// How this target departs from Windows' own stub ([`Machine::apply_quirks`]).
+    pub quirks: Quirks,
     /// The physical view of `memory`, rebuilt when pages were mapped or unmapped since.
     physical: Option<Arc<PhysicalMemory>>,
 }
@@ -128,29 +131,86 @@ impl Machine {
         self.cpus.get_mut(usize::from(index))
     }
 
-    /// The KdVersionBlock GetVersion copies (kd.md §3.5).
+    /// The KdVersionBlock GetVersion copies (kd.md §3.5), with the quirks' replacements.
     pub fn version(&self) -> Version {
         let mut flags = DBGKD_VERS_FLAG_PTR64 | DBGKD_VERS_FLAG_DATA;
         if self.cpus.len() > 1 {
             flags |= DBGKD_VERS_FLAG_MP;
         }
+        let q = &self.quirks;
         Version {
             major_version: MAJOR_VERSION_FREE,
             minor_version: self.build,
             protocol_version: DBGKD_64BIT_PROTOCOL_VERSION2,
             kd_secondary_version: KD_SECONDARY_VERSION_AMD64_CONTEXT,
-            flags,
-            machine_type: IMAGE_FILE_MACHINE_AMD64,
+            flags: q.version_flags.unwrap_or(flags),
+            machine_type: q.machine_type.unwrap_or(IMAGE_FILE_MACHINE_AMD64),
             max_packet_type: 0x0C,
             max_state_change: 3,
             // DbgKdMaximumManipulate − DbgKdMinimumManipulate on Windows 10/11 (0x3163 − 0x3130).
             max_manipulate: 0x33,
             simulation: 0,
             unused: 0,
-            kern_base: self.kern_base,
+            kern_base: q.kern_base.unwrap_or(self.kern_base),
             ps_loaded_module_list: self.ps_loaded_module_list,
-            debugger_data_list: self.debugger_data_list,
+            debugger_data_list: q.debugger_data_list.unwrap_or(self.debugger_data_list),
         }
+    }
+
+    /// Makes this machine behave as `quirks` say: GetVersion's replacements and unanswered reads
+    /// take effect through [`Machine::quirks`]; a quirky Dr7 is written into every processor's
+    /// KernelDr7 and CONTEXT.Dr7; `kdbg=encoded` encodes the KDBG block in memory.
+    pub fn apply_quirks(&mut self, quirks: Quirks) {
+        if let Some(dr7) = quirks.dr7 {
+            for cpu in &mut self.cpus {
+                put_u64(&mut cpu.special, kspecial::KERNEL_DR7, dr7);
+                put_u64(&mut cpu.context, context::DR7, dr7);
+            }
+        }
+        if quirks.encoded_kdbg && !self.quirks.encoded_kdbg {
+            let keys = self.kdbg_keys();
+            let size = self.kdbg_size();
+            for at in (0..size).step_by(8) {
+                let address = self.kdbg + at;
+                if let Some(plain) = self.memory.read_u64(address) {
+                    self.memory
+                        .write(address, &encode_kdbg_word(plain, &keys).to_le_bytes());
+                }
+            }
+        }
+        self.quirks = quirks;
+    }
+
+    /// The simulated boot's KiWaitNever/KiWaitAlways (fixed, so dumps are reproducible) and the
+    /// address standing in for `KdpDataBlockEncoded` (the kernel base: the fixtures hold none).
+    pub fn kdbg_keys(&self) -> KdbgKeys {
+        KdbgKeys {
+            wait_never: 0x8642_0975_31fe_dcba,
+            wait_always: 0x0f1e_2d3c_4b5a_6978,
+            flag_address: self.kern_base,
+        }
+    }
+
+    /// Bytes of the KDBG block: its header's Size (kd.md §4.2), read before any encoding.
+    fn kdbg_size(&self) -> u64 {
+        self.memory
+            .read(self.kdbg + 0x14, 4)
+            .0
+            .try_into()
+            .map(|b: [u8; 4]| u64::from(u32::from_le_bytes(b)))
+            .unwrap_or(0)
+            .min(0x1000)
+    }
+
+    /// The u64 at `offset` in the KDBG block, decoded if the block is kept encoded: what the
+    /// kernel itself knows when it writes a dump header.
+    pub fn kdbg_field(&self, offset: u64) -> Option<u64> {
+        let raw = self.memory.read_u64(self.kdbg + offset)?;
+        Some(if self.quirks.encoded_kdbg {
+            decode_kdbg_word(raw, &self.kdbg_keys())
+        } else {
+            raw
+        })
     }
 }
 
@@ -296,6 +356,7 @@ impl MachineBuilder {
             msrs: self.msrs,
             breakpoints: BreakpointTable::default(),
             timeline: None,
+            quirks: Quirks::default(),
             physical: None,
         }
     }

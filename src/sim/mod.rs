@@ -21,6 +21,7 @@ pub mod machine;
 pub mod memory;
 pub mod physical;
 pub mod pty;
+pub mod quirks;
 pub mod report;
 pub mod requests;
 pub mod scenario;

@@ -26,6 +26,9 @@ pub enum Outcome {
     Silent,
     /// An API the simulator does not implement: the unsupported echo was built.
     Unsupported(Manipulate),
+    /// A memory read larger than `--quirks unanswered_reads_over` allows: acknowledged, never
+    /// answered.
+    Unanswered,
 }
 
 /// Per-stop state: `KdpContextSent` and the SetContextEx staging buffer (kd.md §3.7).
@@ -51,6 +54,19 @@ pub fn answer(
     max_read: usize,
 ) -> Outcome {
     use Outcome::Reply;
+    let is_read = matches!(
+        request.api,
+        ApiNumber::READ_VIRTUAL_MEMORY | ApiNumber::READ_PHYSICAL_MEMORY
+    );
+    if is_read
+        && request.memory().is_some_and(|m| {
+            machine
+                .quirks
+                .leaves_read_unanswered(m.transfer_count as usize)
+        })
+    {
+        return Outcome::Unanswered;
+    }
     match request.api {
         ApiNumber::GET_VERSION => Reply(Manipulate::get_version_reply(request, machine.version())),
         ApiNumber::READ_VIRTUAL_MEMORY => Reply(read_virtual(machine, request, max_read)),

@@ -60,6 +60,12 @@ pub struct SimStats {
     pub stalled: bool,
     /// What the fault injector did to the traffic.
     pub faults: FaultCounts,
+    /// Memory reads left unanswered by `--quirks unanswered_reads_over`.
+    #[serde(default)]
+    pub unanswered_reads: u64,
+    /// The Dr7 of the last Continue2 (kd.md §3.6), to check what a host resumes with.
+    #[serde(default)]
+    pub last_continue_dr7: Option<u64>,
     pub link: LinkStats,
 }
 
@@ -114,6 +120,9 @@ impl fmt::Display for SimStats {
         }
         if self.faults.planned > 0 {
             writeln!(f, "faults: {}", self.faults)?;
+        }
+        if self.unanswered_reads > 0 {
+            writeln!(f, "unanswered reads (quirk): {}", self.unanswered_reads)?;
         }
         if self.reboots > 0 || self.stalled {
             writeln!(f, "reboots: {}, stalled: {}", self.reboots, self.stalled)?;

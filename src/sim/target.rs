@@ -315,6 +315,9 @@ impl TargetCore {
             }
             Outcome::Resume => {
                 self.stats.continues += 1;
+                if let kdproto::api::ManipulateParams::Continue2(params) = &request.params {
+                    self.stats.last_continue_dr7 = Some(params.dr7);
+                }
                 self.state = SimState::Running;
                 self.running_since = Some(now);
                 self.stop.reset();
@@ -322,6 +325,7 @@ impl TargetCore {
             Outcome::SwitchProcessor(cpu) if cpu < self.machine.processor_count() => {
                 self.enter_stop(cpu, now)
             }
+            Outcome::Unanswered => self.stats.unanswered_reads += 1,
             Outcome::SwitchProcessor(_) | Outcome::Silent => {}
         }
     }
