@@ -489,6 +489,7 @@ impl ReportArgs {
             connection: String::new(),
             until_stacks: !(self.whole_log || self.history),
             progress: true,
+            processors: 0,
         }
     }
 
@@ -641,6 +642,7 @@ fn run_watch(args: WatchArgs) -> Result<ExitCode> {
             connection: String::new(),
             until_stacks: false,
             progress: !args.quiet,
+            processors: 0,
         },
         interval: args.interval,
         count: args.count,
