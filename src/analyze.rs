@@ -55,6 +55,7 @@ pub async fn run(path: &Path, options: &AnalyzeOptions) -> Result<LeakReport, An
     let kernel = KernelContext::load_from_dump(&mut dump, &header, &symbols).await?;
     let pull = PullOptions {
         connection: connection(path),
+        processors: header.number_processors,
         ..options.pull.clone()
     };
     let mut report = verifier::pull(&mut dump, &kernel, &symbols, &pull)

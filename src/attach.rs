@@ -46,6 +46,7 @@ pub async fn run(spec: &ConnectSpec, options: &AttachOptions) -> session::Result
             let kernel = KernelContext::load(s, &c.symbols).await?;
             let pull = PullOptions {
                 connection: c.connection,
+                processors: s.stop().map_or(0, |stop| stop.number_processors),
                 ..options.pull.clone()
             };
             let report = verifier::pull(s, &kernel, &c.symbols, &pull).await?;

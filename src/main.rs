@@ -506,6 +506,7 @@ impl ReportArgs {
             connection: String::new(),
             until_stacks: !(self.whole_log || self.history),
             progress: true,
+            processors: 0,
         }
     }
 
@@ -658,6 +659,7 @@ fn run_watch(args: WatchArgs) -> Result<ExitCode> {
             connection: String::new(),
             until_stacks: false,
             progress: !args.quiet,
+            processors: 0,
         },
         interval: args.interval,
         count: args.count,

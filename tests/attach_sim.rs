@@ -366,3 +366,146 @@ async fn a_second_pull_of_an_unchanged_target_reuses_the_tracker_scans() {
         "{second_bytes} of {first_bytes}"
     );
 }
+
+async fn try_pull(scenario: &str) -> kdleak::session::Result<LeakReport> {
+    let spec: ConnectSpec = format!("sim:{scenario}").parse().unwrap();
+    tokio::time::timeout(Duration::from_secs(120), attach::run(&spec, &options()))
+        .await
+        .expect("timed out")
+        .map(|attached| attached.report)
+}
+
+const WIN7_ISF: &str = "captures/isf/339E74133576439CBCDF7E0229DA3773-1.json.xz";
+const WIN10_ISF: &str = "captures/isf/BBED7C2955FBE4522AAA23F4B8677AD9-1.json.xz";
+const WIN11_ISF: &str = "captures/isf/32C1A669D5FFEFD41091F636CFDB6E99-1.json.xz";
+
+/// Issue 14: the host reads a target laid out from another build's ISF with the fixture
+/// kernel's PDB (`gen:fixture=…,isf=…`). Every pair of the shipped builds either gives a report
+/// marked incomplete with a reason naming both numbers, or a clear exit-4 error — never a
+/// report marked complete.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_host_pdb_of_another_build_is_never_a_complete_report() {
+    let fixture = |label: &str| format!("captures/fixtures/{label}");
+    let cases: [(&str, &str, &[&str]); 6] = [
+        // _VF_TARGET_VERIFIED_DRIVER_DATA's counters moved by 8 bytes in Windows 11: the
+        // Windows 10 offsets read 0 allocations next to trackers that hold them.
+        (
+            "win10-19041",
+            WIN11_ISF,
+            &[
+                "myfault.sys: the counters say 0 allocations (0 paged, 0 nonpaged)",
+                "but the trackers hold 20 of",
+            ],
+        ),
+        // The other way, the counters read are the peaks; MmVerifierData's Windows 11 offsets
+        // (AllocationFreed inserted) read other counters than the drivers add up to.
+        (
+            "win11-22000",
+            WIN10_ISF,
+            &[
+                "MmVerifierData counts",
+                "the verified drivers' counters add up to",
+            ],
+        ),
+        // Windows 7's _VF_AVL_TREE and _VF_TARGET_DRIVER differ: the tree walk finds no
+        // verified data — the drivers did not silently disappear.
+        (
+            "win7-7601",
+            WIN10_ISF,
+            &["myfault.sys is configured for verification and loaded (Loads 1, Unloads 0) but"],
+        ),
+        (
+            "win7-7601",
+            WIN11_ISF,
+            &["leaky.sys is configured for verification and loaded (Loads 1, Unloads 0) but"],
+        ),
+        // Windows 10/11's _VF_AVL_TREE on Windows 7's layout: an exit-4 error, below.
+        ("win10-19041", WIN7_ISF, &[]),
+        ("win11-22000", WIN7_ISF, &[]),
+    ];
+    for (label, isf, reasons) in cases {
+        let name = format!(
+            "gen:fixture={},isf={isf},drivers=2,allocs=20,ring=0x1000,log=0.1,free=0",
+            fixture(label)
+        );
+        match try_pull(&name).await {
+            Ok(report) => {
+                eprintln!("{label} PDB on {isf}: {:?}", report.incomplete_reasons);
+                assert!(!report.complete, "{label} on {isf}: complete");
+                for reason in reasons {
+                    assert!(
+                        report.incomplete_reasons.iter().any(|r| r.contains(reason)),
+                        "{label} on {isf}: no {reason:?} in {:?}",
+                        report.incomplete_reasons
+                    );
+                }
+            }
+            Err(error) => {
+                eprintln!("{label} PDB on {isf}: exit {}: {error}", error.exit_code());
+                assert!(reasons.is_empty(), "{label} on {isf}: {error}");
+                assert_eq!(error.exit_code(), 4, "{error}");
+                assert!(
+                    error
+                        .to_string()
+                        .contains("is the kernel PDB the one of the target's kernel build?"),
+                    "{error}"
+                );
+            }
+        }
+    }
+}
+
+/// A generated scenario on a fixture given by path, laid out from its own build's ISF given
+/// by path, is the shipped generated scenario: complete, with every allocation's stack.
+#[tokio::test(flavor = "multi_thread")]
+async fn generated_scenarios_on_any_fixture_and_isf() {
+    let by_path = pull(&format!(
+        "gen:fixture=captures/fixtures/win11-22000,isf={WIN11_ISF},drivers=2,allocs=30,\
+         ring=0x1000,log=0.1"
+    ))
+    .await;
+    let shipped = pull("gen:build=22000,drivers=2,allocs=30,ring=0x1000,log=0.1").await;
+    assert!(by_path.complete, "{:?}", by_path.incomplete_reasons);
+    assert_eq!(logical(&by_path), logical(&shipped));
+    assert!(by_path
+        .drivers
+        .iter()
+        .flat_map(|d| &d.allocations)
+        .all(|a| !a.stack.is_empty()));
+}
+
+/// A target whose counters lie (`captures/scenarios/lying-counters.toml`): the driver's
+/// counters against its trackers, and MmVerifierData against the drivers, both flagged.
+#[tokio::test(flavor = "multi_thread")]
+async fn counters_that_lie_are_flagged_with_both_numbers() {
+    let report = pull("captures/scenarios/lying-counters.toml").await;
+    assert!(!report.complete);
+    let reasons = &report.incomplete_reasons;
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert!(reasons[0].starts_with(
+        "myfault.sys: the counters say 4 allocations (0 paged, 4 nonpaged) of 0x3ec000 bytes \
+         but the trackers hold 10 of 0x9ce000 bytes"
+    ));
+    assert!(reasons[1].starts_with(
+        "MmVerifierData counts 2 current nonpaged allocations of 0x1f6000 bytes but the \
+         verified drivers' counters add up to 7 of 0x3ec630 bytes"
+    ));
+    // The table itself is what the trackers hold.
+    let myfault = &report.drivers[0];
+    assert_eq!(myfault.allocations.len(), 10);
+}
+
+/// No false alarm: unwrapped logs (where every outstanding block must have its record) on
+/// every build are complete.
+#[tokio::test(flavor = "multi_thread")]
+async fn unwrapped_logs_on_every_build_are_complete() {
+    for build in [7601, 19041, 22000] {
+        let report = pull(&format!(
+            "gen:build={build},drivers=3,allocs=200,ring=0x1000,log=0.2,free=20,seed=9"
+        ))
+        .await;
+        assert!(report.complete, "{build}: {:?}", report.incomplete_reasons);
+        let log = report.verifier.log.as_ref().unwrap();
+        assert!(log.records < log.length, "{build}: the log wrapped");
+    }
+}

@@ -323,7 +323,7 @@ async fn sizes_of_a_tebibyte_and_more() {
     // Before the fix, either of these overflowed u64 and panicked (debug builds).
     case(
         "two trackers of 2^63 bytes",
-        Expect::Partial("the trackers hold 0xffffffffffffffff"),
+        Expect::Partial("the trackers hold 10 of 0xffffffffffffffff bytes"),
         |t, image| {
             let size = t.off("_VI_POOL_ENTRY_INUSE", "NumberOfBytes");
             for slot in t.outstanding_slots().into_iter().take(2) {
@@ -334,7 +334,7 @@ async fn sizes_of_a_tebibyte_and_more() {
     .await;
     case(
         "paged and nonpaged byte counters at u64::MAX",
-        Expect::Partial("the counters say 0xffffffffffffffff"),
+        Expect::Partial("of 0xffffffffffffffff bytes but the trackers hold 10"),
         |t, image| {
             let data = t.myfault().verified_data.unwrap();
             let f = |p| data + t.off("_VF_TARGET_VERIFIED_DRIVER_DATA", p);
@@ -381,4 +381,59 @@ async fn sizes_of_a_tebibyte_and_more() {
     {
         assert!(kib < 1 << 20, "peak RSS {kib} KiB");
     }
+}
+
+/// Issue 14: a counter the host reads as 0 — what real PDBs' `volatile` counters gave before the
+/// type fix — and a tree node whose VerifiedData reads 0 must make the report incomplete,
+/// naming both numbers, never an empty or short table marked complete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counters_read_as_zero_and_a_node_without_verified_data() {
+    case(
+        "a driver's current allocation counter read as 0",
+        Expect::Partial(
+            "myfault.sys: the counters say 0 allocations (0 paged, 0 nonpaged) of 0x9ce000 bytes \
+             but the trackers hold 10 of 0x9ce000 bytes",
+        ),
+        |t, image| {
+            let data = t.myfault().verified_data.unwrap();
+            let at = data
+                + t.off(
+                    "_VF_TARGET_VERIFIED_DRIVER_DATA",
+                    "CurrentNonPagedPoolAllocations",
+                );
+            poke_u32(image, at, 0);
+        },
+    )
+    .await;
+    case(
+        "MmVerifierData's current nonpaged counters read as 0",
+        Expect::Partial(
+            "MmVerifierData counts 0 current nonpaged allocations of 0x0 bytes but the verified \
+             drivers' counters add up to 10 of 0x9ce000 bytes",
+        ),
+        |t, image| {
+            let mv = t.sym("MmVerifierData");
+            let f = |p| mv + t.off("_MM_DRIVER_VERIFIER_DATA", p);
+            poke_u32(image, f("CurrentNonPagedPoolAllocations"), 0);
+            poke_u64(image, f("NonPagedBytes"), 0);
+        },
+    )
+    .await;
+    case(
+        "myfault.sys's tree node with VerifiedData 0",
+        Expect::Partial(
+            "myfault.sys is configured for verification and loaded (Loads 1, Unloads 0) but its \
+             ViTargetDriversAvl node at",
+        ),
+        |t, image| {
+            let node = t.myfault().avl_node.unwrap();
+            let target = node + t.isf.type_size("_RTL_BALANCED_LINKS").unwrap();
+            poke_u64(
+                image,
+                target + t.off("_VF_TARGET_DRIVER", "VerifiedData"),
+                0,
+            );
+        },
+    )
+    .await;
 }

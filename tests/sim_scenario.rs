@@ -745,3 +745,39 @@ fn generated_20x5000_figures() {
     check_generated(&GenerateSpec::parse(&sc.name).unwrap());
     eprintln!("20x5000: build + independent check {:?}", t.elapsed());
 }
+
+#[test]
+fn generated_scenarios_take_any_fixture_and_isf() {
+    let isf = "captures/isf/BBED7C2955FBE4522AAA23F4B8677AD9-1.json.xz";
+    let g = GenerateSpec::parse(&format!(
+        "gen:fixture=captures/fixtures/win7-7601,isf={isf},drivers=1,allocs=5"
+    ))
+    .unwrap();
+    assert_eq!(
+        g.fixture.as_deref(),
+        Some(std::path::Path::new("captures/fixtures/win7-7601"))
+    );
+    assert_eq!(g.isf.as_deref(), Some(std::path::Path::new(isf)));
+    assert_eq!(GenerateSpec::parse(&g.to_spec_string()).unwrap(), g);
+    // The Windows 7 kernel, laid out from the Windows 10 ISF.
+    let sc = Scenario::generate(&g).unwrap();
+    assert_eq!(sc.kernel.isf.as_deref(), Some(std::path::Path::new(isf)));
+    let rep = sc.build_in(root()).unwrap();
+    assert_eq!(rep.image.build, 7601, "the fixture's kernel");
+    assert!(rep.isf_path.ends_with(isf), "{}", rep.isf_path.display());
+    // Labels still name the shipped fixtures; a label and a directory together are refused.
+    assert_eq!(
+        GenerateSpec::parse("gen:fixture=win11").unwrap().build,
+        22000
+    );
+    let both = Scenario::from_name("gen:build=7601,fixture=captures/fixtures/win7-7601");
+    assert!(
+        both.unwrap_err().to_string().contains("not both"),
+        "build and fixture directory together"
+    );
+    let no_manifest = Scenario::from_name("gen:fixture=captures/isf").unwrap_err();
+    assert!(
+        no_manifest.to_string().contains("manifest.json"),
+        "{no_manifest}"
+    );
+}

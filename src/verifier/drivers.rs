@@ -47,11 +47,24 @@ pub struct VerifiedDriver {
     pub free_trackers: (u64, [u64; 2]),
 }
 
+/// A `_VF_TARGET_DRIVER` node without usable verified data: `VerifiedData` is NULL (a loaded
+/// image that is not verified — or a layout misread), or points at data that failed its checks.
+#[derive(Debug, Clone)]
+pub struct OtherNode {
+    /// Address of the `_VF_TARGET_DRIVER`.
+    pub node: u64,
+    pub image_base: u64,
+    pub verified_data: u64,
+}
+
 /// What the walks found, and what they could not finish.
 #[derive(Debug, Default)]
 pub struct Drivers {
     pub suspects: Vec<SuspectDriver>,
     pub verified: Vec<VerifiedDriver>,
+    /// Every other node of the tree, so that a configured, loaded driver without verified data
+    /// can be named with what was read for it ([`super::selfcheck::unread_suspects`]).
+    pub others: Vec<OtherNode>,
     pub problems: Vec<String>,
 }
 
@@ -119,6 +132,16 @@ async fn read_verified<M: Memory>(mem: &mut M, nt: &Nt<'_>, out: &mut Drivers) -
             why: format!("{count} tables"),
         });
     }
+    if count > 0 && !facts::is_kernel_address(tables) {
+        return Err(VerifierError::Corrupt {
+            what: "ViTargetDriversAvl".into(),
+            address: tree.address,
+            why: format!(
+                "its {count} tables are at {tables:#x}, not a kernel address: is the kernel PDB \
+                 the one of the target's kernel build?"
+            ),
+        });
+    }
     let table_size = nt.size("_VF_AVL_TABLE")?;
     let root_at = nt.offset("_VF_AVL_TABLE", "RtlTable.BalancedRoot.RightChild")?;
     let elements_at = nt.offset("_VF_AVL_TABLE", "RtlTable.NumberGenericTableElements")?;
@@ -148,17 +171,27 @@ async fn read_verified<M: Memory>(mem: &mut M, nt: &Nt<'_>, out: &mut Drivers) -
     for node in nodes {
         let target = nt.read(mem, "_VF_TARGET_DRIVER", node + links_size).await?;
         let data = target.get("VerifiedData")?;
+        let image_base = target.get(base_path)?;
+        let other = OtherNode {
+            node: target.address,
+            image_base,
+            verified_data: data,
+        };
         if data == 0 {
-            continue; // loaded, not verified
+            out.others.push(other); // loaded, not verified
+            continue;
         }
         match read_verified_data(mem, nt, data).await {
             Ok(mut driver) => {
-                driver.image_base = target.get(base_path)?;
+                driver.image_base = image_base;
                 driver.image_size = target.get(size_path)?;
                 out.verified.push(driver);
             }
             Err(VerifierError::Session(e)) => return Err(VerifierError::Session(e)),
-            Err(e) => out.problems.push(e.to_string()),
+            Err(e) => {
+                out.problems.push(e.to_string());
+                out.others.push(other);
+            }
         }
     }
     Ok(())

@@ -32,6 +32,33 @@ pub const MAX_TRACKER_PAGES: usize = 1 << 20;
 /// The ring is a power of two ≤ 0x800000 entries on every known build (verifier.md §6.3).
 pub const MAX_LOG_LENGTH: u64 = 0x80_0000;
 
+/// How many of the most recently freed trackers (the head of `PoolTrackers`) a pull keeps the
+/// sizes of, to explain a free caught half-done by the break-in (verifier.md §5.2).
+pub const RECENTLY_FREED_TRACKERS: usize = 64;
+
+/// Half-done pool operations the break-in may have frozen, per processor. The allocation path
+/// takes a tracker off the driver's free list before it calls the pool allocator and raises the
+/// counters only afterwards (ViPostPoolAllocation); the free path puts the tracker back before
+/// it lowers them (ViFreeTrackedPool) — verifier.md §5.2. So while an allocation or a free is
+/// in progress, the trackers and the counters legitimately disagree by that one block. KD
+/// freezes every processor wherever it is: one operation at thread level and one more in a DPC
+/// that interrupted it (pool can be allocated at DISPATCH_LEVEL) can be half-done on each.
+/// Threads preempted or blocked inside the allocator could add more; a pull that meets more is
+/// reported incomplete, and the next pull, a moment later, is not.
+pub const IN_FLIGHT_PER_PROCESSOR: u64 = 2;
+
+/// From this build on (Windows 11), the pool log may legitimately miss allocations: only the
+/// `DifpPoolTags` tags are logged when that list is set, session-space addresses are skipped,
+/// and a record without frames is overwritten by the next one (verifier.md §6.2: functions
+/// ViPtLogStackTrace, ViPtLogStackCallout, VfHandlePoolAlloc). Earlier builds log every tracked
+/// allocation (ViPoolLogStackTrace).
+pub const LOG_MAY_SKIP_ALLOCATIONS_BUILD: u32 = 22_000;
+
+/// Kernel-mode addresses of x64 Windows are in the upper half of the canonical address space.
+pub fn is_kernel_address(address: u64) -> bool {
+    address >= 0xFFFF_8000_0000_0000
+}
+
 /// First entry of an x64 `SLIST_HEADER` (verifier.md §5.4, as ReactOS `RtlFirstEntrySList`):
 /// 16-byte format (Win8+, or HeaderType = 1 on Vista/7): the second qword with its low 4 bits
 /// cleared; 8-byte format (Vista/7 with HeaderType 0): the header's own address with bits 4..42

@@ -6,6 +6,7 @@
 //! * [`stats`], [`drivers`], [`trackers`], [`log`] — `MmVerifierData`, the verified drivers,
 //!   their tracked allocations, the allocate/free log.
 //! * [`pull`] — all of it for one stop; [`model`] — the result every output format renders.
+//! * [`selfcheck`] — the relations between those sources that every pull verifies.
 
 pub mod drivers;
 pub mod error;
@@ -14,6 +15,7 @@ pub mod layout;
 pub mod log;
 pub mod model;
 pub mod pull;
+pub mod selfcheck;
 pub mod stats;
 pub mod trackers;
 

@@ -18,7 +18,7 @@ use super::model::{
     Allocation, DriverCounters, DriverReport, Frame, LeakReport, LogRecord, LogSummary,
     TargetSummary, SCHEMA_VERSION,
 };
-use super::{stats, trackers};
+use super::{selfcheck, stats, trackers};
 
 /// What to pull.
 #[derive(Debug, Clone, Default)]
@@ -38,6 +38,10 @@ pub struct PullOptions {
     /// Show a progress bar with an ETA on stderr while the log is read (drawn only when stderr
     /// is a terminal).
     pub progress: bool,
+    /// The target's processor count (from the stop or the dump header; 0: not known, taken as
+    /// 1): how many allocations and frees the break-in can have caught half-done, which the
+    /// self-checks accept as the cause of a difference ([`selfcheck::in_flight_allowance`]).
+    pub processors: u32,
 }
 
 fn same_driver(wanted: &str, name: &str) -> bool {
@@ -114,27 +118,36 @@ pub async fn pull_with<M: Memory>(
         )));
     }
 
+    let allowance = selfcheck::in_flight_allowance(options.processors);
     let found = drivers::read_drivers(mem, &nt).await?;
     problems.extend(found.problems.iter().cloned());
     let names = suspects_by_entry(&found);
+    let unread = selfcheck::unread_suspects(&found, &ctx.modules.modules, |name| {
+        options.drivers.is_empty() || options.drivers.iter().any(|w| same_driver(w, name))
+    });
     for wanted in &options.drivers {
         let verified = found.verified.iter().any(|v| {
             names
                 .get(&v.suspect_entry)
                 .is_some_and(|s| same_driver(wanted, &s.name))
         });
-        if !verified {
-            return Err(VerifierError::DriverNotVerified(format!(
-                "{wanted} is not a verified, loaded driver (verified: {}): run `verifier /flags 8 \
-                 /driver {wanted}` on the target and reboot",
-                found
-                    .suspects
-                    .iter()
-                    .map(|s| s.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )));
+        if verified {
+            continue;
         }
+        // Configured and loaded, but its verified data was not read: say that, not "not verified".
+        if let Some((_, reason)) = unread.iter().find(|(name, _)| same_driver(wanted, name)) {
+            return Err(VerifierError::DriverNotVerified(reason.clone()));
+        }
+        return Err(VerifierError::DriverNotVerified(format!(
+            "{wanted} is not a verified, loaded driver (verified: {}): run `verifier /flags 8 \
+             /driver {wanted}` on the target and reboot",
+            found
+                .suspects
+                .iter()
+                .map(|s| s.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
     }
 
     // Read before the trackers: if it has not moved since the last pull, nothing was allocated
@@ -196,19 +209,16 @@ pub async fn pull_with<M: Memory>(
             }
         }
         problems.extend(scan.problems.iter().map(|p| format!("{name}: {p}")));
-        // Sizes and counters come from the target: saturate, never overflow.
-        let tracked_bytes = scan
-            .allocations
-            .iter()
-            .fold(0u64, |sum, a| sum.saturating_add(a.size));
-        let counted = driver
-            .counters
-            .nonpaged_bytes
-            .saturating_add(driver.counters.paged_bytes);
-        if tracked_bytes != counted {
-            problems.push(format!(
-                "{name}: the trackers hold {tracked_bytes:#x} bytes but the counters say {counted:#x}"
-            ));
+        // Pages or free trackers that could not be read are reported already; counting what
+        // was read against the counters would only repeat it.
+        if scan.problems.is_empty() {
+            let findings = selfcheck::DriverFindings {
+                name: &name,
+                counters: &driver.counters,
+                tracked_sizes: scan.allocations.iter().map(|a| a.size).collect(),
+                recently_freed: &scan.recently_freed,
+            };
+            problems.extend(selfcheck::driver_vs_trackers(&findings, allowance));
         }
         reports.push(DriverReport {
             name,
@@ -235,6 +245,14 @@ pub async fn pull_with<M: Memory>(
                 .collect(),
         });
     }
+
+    problems.extend(unread.into_iter().map(|(_, reason)| reason));
+    let all_counters: Vec<&DriverCounters> = found.verified.iter().map(|v| &v.counters).collect();
+    problems.extend(selfcheck::global_vs_drivers(
+        &verifier.statistics,
+        &all_counters,
+        allowance,
+    ));
 
     // A partial (newest-first) log cannot seed the next pull's incremental read.
     let read = match ring {
@@ -283,6 +301,11 @@ pub async fn pull_with<M: Memory>(
             whole_ring,
         });
         attach_log(&mut reports, log, options.history_limit.max(1));
+    }
+    if let Some(summary) = &verifier.log {
+        problems.extend(selfcheck::log_vs_trackers(
+            &reports, summary, build, allowance,
+        ));
     }
 
     if whole_ring {

@@ -27,6 +27,10 @@ pub struct Tracked {
 #[derive(Debug, Clone, Default)]
 pub struct TrackerScan {
     pub allocations: Vec<Tracked>,
+    /// `NumberOfBytes` of the first trackers on the free list, most recently freed first: a
+    /// free caught half-done by the break-in has put its tracker there (size | 1) but not yet
+    /// lowered the counters ([`super::selfcheck`]).
+    pub recently_freed: Vec<u64>,
     pub problems: Vec<String>,
 }
 
@@ -132,7 +136,7 @@ pub async fn scan<M: Memory>(
     )
     .await?;
     let unreadable_pages = out.problems.len();
-    let free: HashSet<u64> = walk_slist(
+    let free_list = walk_slist(
         mem,
         SlistWalk {
             head: driver.free_trackers,
@@ -144,9 +148,7 @@ pub async fn scan<M: Memory>(
         &mut page_bytes,
         &mut out.problems,
     )
-    .await?
-    .into_iter()
-    .collect();
+    .await?;
     let free_list_complete = out.problems.len() == unreadable_pages;
 
     let signature = nt.field("_VI_POOL_PAGE_HEADER", "Signature")?;
@@ -158,6 +160,16 @@ pub async fn scan<M: Memory>(
         in_use("Tag")?,
         in_use("CallingAddress")?,
     );
+    out.recently_freed = free_list
+        .iter()
+        .take(facts::RECENTLY_FREED_TRACKERS)
+        .filter_map(|&slot| {
+            let page = page_bytes.get(&(slot & !(facts::TRACKER_PAGE_SIZE - 1)))?;
+            let at = (slot & (facts::TRACKER_PAGE_SIZE - 1)) as usize;
+            super::layout::value(page.get(at..)?, &bytes)
+        })
+        .collect();
+    let free: HashSet<u64> = free_list.into_iter().collect();
     for page in pages {
         // Pages that could not be read are already among the problems.
         let Some(bytes_of_page) = page_bytes.get(&page) else {

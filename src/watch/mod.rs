@@ -197,6 +197,7 @@ async fn poll_once(
                 let kernel = boot.kernel.as_ref().expect("loaded above");
                 let options = PullOptions {
                     connection,
+                    processors: s.stop().map_or(0, |stop| stop.number_processors),
                     ..pull.clone()
                 };
                 Ok(verifier::pull_with(s, kernel, symbols, &options, &mut boot.cache).await?)

@@ -7,8 +7,14 @@
 //! `drv003.sys`, `drv004.sys`, … at their own bases (relocated, see [`super::DriverSpec::base`]),
 //! so each has a real MZ/PE header, `.pdata` and an RSDS record (naming `leaky.pdb`), and frames
 //! such as `drv003!LeakyAllocate+0x32` resolve at that base.
+//!
+//! Any fixture and any ISF: `gen:fixture=PATH,isf=PATH` lays the fixture kernel's memory out
+//! from another build's ISF — the host then reads it with the fixture kernel's PDB (named by
+//! the RSDS record in the mapped kernel), which is how a host PDB of another build misreads a
+//! target, and what the pull's self-checks must catch.
 
 use std::fmt::Write as _;
+use std::path::PathBuf;
 
 use super::pe::Manifest;
 use super::{
@@ -20,8 +26,15 @@ use super::{
 /// full ring of 0x10000 records, 10 % of the allocations freed, seed 1.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GenerateSpec {
-    /// Fixture build: 7601, 19041 or 22000 (`captures/fixtures/win7-7601`, …).
+    /// Fixture build: 7601, 19041 or 22000 (`captures/fixtures/win7-7601`, …). Ignored when
+    /// `fixture` is given (the build is then the fixture manifest's).
     pub build: u32,
+    /// A fixture directory (PE images + `manifest.json`, with `myfault.sys` and `leaky.sys`)
+    /// instead of the shipped one of `build`; absolute, or relative to the repository root like
+    /// a scenario file's.
+    pub fixture: Option<PathBuf>,
+    /// The ISF the memory is laid out from; default: the fixture manifest's.
+    pub isf: Option<PathBuf>,
     /// Verified, loaded drivers (≥ 1).
     pub drivers: u32,
     /// Tracked allocations per driver (live + freed).
@@ -41,6 +54,8 @@ impl Default for GenerateSpec {
     fn default() -> Self {
         GenerateSpec {
             build: 19041,
+            fixture: None,
+            isf: None,
             drivers: 2,
             allocations_per_driver: 100,
             log_fill: 1.0,
@@ -53,14 +68,17 @@ impl Default for GenerateSpec {
 
 impl GenerateSpec {
     /// Parses `gen:key=value,…` (or the part after `gen:`; `gen` alone = defaults). Keys:
-    /// `build` (7601 | 19041 | 22000, or the fixture label `win10-19041`), `drivers`, `allocs`,
-    /// `log` (fraction), `ring` (trace length, decimal or 0x-hex), `free` (percent), `seed`.
+    /// `build` (7601 | 19041 | 22000, or the fixture label `win10-19041`), `fixture` (a label
+    /// like `build`, or a fixture directory), `isf` (an ISF file), `drivers`, `allocs`, `log`
+    /// (fraction), `ring` (trace length, decimal or 0x-hex), `free` (percent), `seed`. Paths
+    /// cannot hold commas.
     pub fn parse(text: &str) -> Result<GenerateSpec> {
         let bad = |m: String| ScenarioError::Invalid(format!("generator spec `{text}`: {m}"));
         let body = text.trim();
         let body = body.strip_prefix("gen").unwrap_or(body);
         let body = body.strip_prefix(':').unwrap_or(body);
         let mut g = GenerateSpec::default();
+        let mut build_given = false;
         for kv in body.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             let (k, v) = kv
                 .split_once('=')
@@ -76,15 +94,30 @@ impl GenerateSpec {
             let small = |v: &str| -> Result<u32> {
                 u32::try_from(int(v)?).map_err(|_| bad(format!("`{k}` too large")))
             };
+            let label = |v: &str| -> Option<u32> {
+                Some(match v {
+                    "win7-7601" | "win7" => 7601,
+                    "win10-19041" | "win10" => 19041,
+                    "win11-22000" | "win11" => 22000,
+                    n => n.parse().ok()?,
+                })
+            };
             match k.trim() {
-                "build" | "fixture" => {
-                    g.build = match v.trim() {
-                        "win7-7601" | "win7" => 7601,
-                        "win10-19041" | "win10" => 19041,
-                        "win11-22000" | "win11" => 22000,
-                        n => small(n)?,
-                    }
+                "build" => {
+                    g.build = match label(v.trim()) {
+                        Some(b) => b,
+                        None => small(v)?,
+                    };
+                    build_given = true;
                 }
+                "fixture" => match label(v.trim()) {
+                    Some(b) => {
+                        g.build = b;
+                        build_given = true;
+                    }
+                    None => g.fixture = Some(PathBuf::from(v.trim())),
+                },
+                "isf" => g.isf = Some(PathBuf::from(v.trim())),
                 "drivers" => g.drivers = small(v)?,
                 "allocs" | "allocations" => g.allocations_per_driver = small(v)?,
                 "log" | "log_fill" => {
@@ -99,13 +132,20 @@ impl GenerateSpec {
                 other => return Err(bad(format!("unknown key `{other}`"))),
             }
         }
+        if build_given && g.fixture.is_some() {
+            return Err(bad(
+                "give `build` or a fixture directory, not both (the fixture's manifest names its \
+                 build)"
+                    .into(),
+            ));
+        }
         g.validate()?;
         Ok(g)
     }
 
     fn validate(&self) -> Result<()> {
         let bad = |m: &str| Err(ScenarioError::Invalid(format!("generator: {m}")));
-        if fixture_label(self.build).is_none() {
+        if self.fixture.is_none() && fixture_label(self.build).is_none() {
             return bad(&format!(
                 "no fixture for build {} (7601, 19041, 22000)",
                 self.build
@@ -131,9 +171,17 @@ impl GenerateSpec {
 
     /// The canonical spec string (`Scenario::name` of the generated scenario).
     pub fn to_spec_string(&self) -> String {
+        let kernel = match &self.fixture {
+            Some(fixture) => format!("fixture={}", fixture.display()),
+            None => format!("build={}", self.build),
+        };
+        let isf = self
+            .isf
+            .as_ref()
+            .map(|isf| format!(",isf={}", isf.display()))
+            .unwrap_or_default();
         format!(
-            "gen:build={},drivers={},allocs={},log={},ring={:#x},free={},seed={}",
-            self.build,
+            "gen:{kernel}{isf},drivers={},allocs={},log={},ring={:#x},free={},seed={}",
             self.drivers,
             self.allocations_per_driver,
             self.log_fill,
@@ -185,14 +233,21 @@ impl Scenario {
     /// A deterministic generated scenario (same spec → same scenario, field for field).
     pub fn generate(spec: &GenerateSpec) -> Result<Scenario> {
         spec.validate()?;
-        let label = fixture_label(spec.build).unwrap();
-        let fixture = std::path::PathBuf::from(format!("captures/fixtures/{label}"));
+        let fixture = match &spec.fixture {
+            Some(path) => path.clone(),
+            None => PathBuf::from(format!(
+                "captures/fixtures/{}",
+                fixture_label(spec.build).expect("validated")
+            )),
+        };
+        let label = fixture.display().to_string();
         let manifest = Manifest::load(&default_root().join(&fixture))?;
         let img = |f: &str| {
-            manifest
-                .images
-                .get(f)
-                .ok_or_else(|| ScenarioError::Manifest(format!("{label}: no {f}")))
+            manifest.images.get(f).ok_or_else(|| {
+                ScenarioError::Manifest(format!(
+                    "{label}: no {f} (a generated scenario loads myfault.sys and leaky.sys)"
+                ))
+            })
         };
         let (myfault, leaky) = (img("myfault.sys")?, img("leaky.sys")?);
         // Extra copies of leaky.sys above the highest fixture driver, 64 KiB-aligned slots.
@@ -226,6 +281,7 @@ impl Scenario {
                 unloads: None,
                 full_name: None,
                 base,
+                counters: Default::default(),
             });
             // Driver-specific frames: (caller, outer frames, free frame).
             let (caller, outer, free_frame) = if i == 0 {
@@ -309,7 +365,7 @@ impl Scenario {
             ),
             kernel: KernelSpec {
                 fixture,
-                isf: None,
+                isf: spec.isf.clone(),
                 pool_base: None,
                 slist: None,
                 avl_tables: Some(1 + spec.drivers / 16),

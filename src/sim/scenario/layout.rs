@@ -969,6 +969,9 @@ pub(super) fn build(sc: &Scenario, root: &Path) -> Result<LayoutReport> {
         for (f, v) in t.counters.fields() {
             b.set(vd, vdt, f, v)?;
         }
+        for (f, v) in &sc.drivers[di].counters {
+            b.set(vd, vdt, f, v.0)?; // a lying target (scenario `counters`)
+        }
         let name = &sc.drivers[di].name;
         placed
             .iter_mut()
@@ -999,8 +1002,11 @@ pub(super) fn build(sc: &Scenario, root: &Path) -> Result<LayoutReport> {
     for (f, v) in global.fields() {
         stats.insert(f.into(), v);
     }
-    for (k, v) in &stats {
-        b.set(mvd, mt, k, *v)?;
+    for (k, v) in stats
+        .iter()
+        .chain(sc.verifier.counters.iter().map(|(k, v)| (k, &v.0)))
+    {
+        b.set(mvd, mt, k, *v)?; // derived, then a lying target's (scenario `counters`)
     }
 
     // ---- ViTargetDriversAvl

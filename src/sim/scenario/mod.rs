@@ -156,6 +156,11 @@ pub struct VerifierSpec {
     /// sum of the suspect entries' loads.
     #[serde(default)]
     pub stats: std::collections::BTreeMap<String, Num>,
+    /// A lying target: values written over the derived `_MM_DRIVER_VERIFIER_DATA` counters
+    /// (Current*/Peak* allocations, *Bytes) after the layout, by field name. A timeline event
+    /// writes the derived values again.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub counters: std::collections::BTreeMap<String, Num>,
 }
 
 /// The `VfPoolTraces` ring.
@@ -244,6 +249,12 @@ pub struct DriverSpec {
     /// `image = "leaky.sys"`); `drv003!LeakyAllocate+0x32` then resolves at the new base.
     #[serde(default)]
     pub base: Option<Num>,
+    /// A lying target: values written over this driver's derived
+    /// `_VF_TARGET_VERIFIED_DRIVER_DATA` counters after the layout, by field name (e.g.
+    /// `CurrentNonPagedPoolAllocations = 4`). A timeline event of the driver writes the derived
+    /// values again.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub counters: std::collections::BTreeMap<String, Num>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
