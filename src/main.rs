@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use kdleak::decode::{self, Decoded};
+use kdleak::report::text::WindbgStyle;
 use kdleak::report::{self, GroupBy};
 use kdleak::sim::{
     self, faults::FaultSpec, kdcom::KdcomConfig, kdnet::KdnetConfig, quirks::Quirks, Machine,
@@ -491,10 +492,15 @@ struct ReportArgs {
     /// Group the leak table by allocation site: the caller, the whole stack, or the pool tag.
     #[arg(long, value_enum, default_value_t = GroupBy::Caller)]
     group_by: GroupBy,
-    /// Text: print every log record of each block (allocations and frees), not only the newest
-    /// allocation.
+    /// Text: print every log record of each block (allocations and frees, newest first, as
+    /// `!verifier 80 <address>` lists them), not only the newest allocation.
     #[arg(long)]
     history: bool,
+    /// Text: the layout of the WinDbg blocks. `current`: as today's WinDbg prints `!verifier 3`
+    /// and `!verifier 80` (flag lists of the target's build); `classic`: the Windows 7-era layout
+    /// of the reference session (byte for byte with --whole-log).
+    #[arg(long, value_enum, default_value_t = WindbgStyle::Current, value_name = "STYLE")]
+    windbg_style: WindbgStyle,
 }
 
 impl ReportArgs {
@@ -502,7 +508,8 @@ impl ReportArgs {
         kdleak::verifier::PullOptions {
             drivers: self.drivers.clone(),
             no_log: self.no_log,
-            history_limit: if self.history { 64 } else { 8 },
+            // `--history` prints what `!verifier 80` would: every record of the block's range.
+            history_limit: if self.history { usize::MAX } else { 8 },
             connection: String::new(),
             until_stacks: !(self.whole_log || self.history),
             progress: true,
@@ -516,6 +523,7 @@ impl ReportArgs {
         let text_options = report::text::TextOptions {
             group_by: self.group_by,
             history: self.history,
+            style: self.windbg_style,
             ..report::text::TextOptions::default()
         };
         // JSON goes straight out: a 45,000-allocation report is over 100 MB of it.

@@ -276,6 +276,16 @@ async fn until_stacks_gives_the_same_stacks_from_far_fewer_bytes() {
             !log.whole_ring,
             "seed {seed}: stopped before the end of the ring"
         );
+        // What `!verifier 80`'s progress lines print: the entries read, not the ring.
+        let read = log.entries_read.unwrap();
+        assert!(
+            log.records <= read && read < log.length,
+            "seed {seed}: {read:#x}"
+        );
+        assert_eq!(
+            whole.verifier.log.as_ref().unwrap().entries_read,
+            Some(log.length)
+        );
         if log.index & (log.length - 1) < log.records {
             crossed += 1;
         }
@@ -307,6 +317,9 @@ async fn until_stacks_gives_the_same_stacks_from_far_fewer_bytes() {
     assert!(stacks(&quick).iter().all(|(_, s)| !s.is_empty()));
     let log = quick.report.verifier.log.as_ref().unwrap();
     assert!(!log.whole_ring);
+    // Every entry read was fetched once: 0x80 bytes each on Windows 7.
+    let read = log.entries_read.unwrap();
+    assert!(read < log.length && read * 0x80 <= quick.cost.session.bytes_read);
     assert!(whole.report.verifier.log.as_ref().unwrap().whole_ring);
     assert!(
         quick.report.complete,

@@ -4,7 +4,8 @@
 
 use std::collections::BTreeMap;
 
-use kdleak::report::{self, text::TextOptions, GroupBy};
+use kdleak::report::text::{TextOptions, WindbgStyle};
+use kdleak::report::{self, GroupBy};
 use kdleak::verifier::model::{
     Allocation, DriverCounters, DriverReport, Frame, LeakReport, LeakSite, LogSummary,
     TargetSummary, VerifierState, SCHEMA_VERSION,
@@ -117,6 +118,14 @@ fn seed_allocation(address: u64) -> Allocation {
     }
 }
 
+/// The layout of the reference session.
+fn classic() -> TextOptions {
+    TextOptions {
+        style: WindbgStyle::Classic,
+        ..TextOptions::default()
+    }
+}
+
 /// The reference session as a `LeakReport`.
 fn seed_report() -> LeakReport {
     let statistics: BTreeMap<String, u64> = [
@@ -162,12 +171,16 @@ fn seed_report() -> LeakReport {
                 frames_per_record: 13,
                 records: 0x2a,
                 whole_ring: true,
+                entries_read: Some(0x10000),
             }),
         },
         drivers: vec![DriverReport {
             name: "myfault.sys".to_string(),
             entry: 0xfffffa80031b5830,
             state: "Loaded".to_string(),
+            target_driver: None,
+            loads: Some(1),
+            unloads: Some(0),
             image_base: Some(0xfffff88004477000),
             image_size: Some(0x8000),
             counters: DriverCounters {
@@ -179,6 +192,8 @@ fn seed_report() -> LeakReport {
                 peak_paged_allocations: 1,
                 peak_nonpaged_bytes: 0x9ce000,
                 peak_paged_bytes: 0x80,
+                contiguous_memory_bytes: None,
+                peak_contiguous_memory_bytes: None,
             },
             allocations: SEED_ADDRESSES.iter().map(|&a| seed_allocation(a)).collect(),
         }],
@@ -197,11 +212,14 @@ fn reference_constant_is_verbatim_from_the_spec() {
     if let Ok(text) = std::fs::read_to_string(&spec) {
         assert!(text.contains(REFERENCE_SESSION), "verifier.md §1 changed");
     }
+    // The copy the line-shape tests read (tests/data/windbg_samples).
+    let sample = include_str!("data/windbg_samples/ntdebugging-pool-leaks-part6-win7-x64.txt");
+    assert_eq!(sample, REFERENCE_SESSION);
 }
 
 #[test]
 fn text_starts_with_the_reference_session_byte_for_byte() {
-    let text = report::text::render(&seed_report(), &TextOptions::default());
+    let text = report::text::render(&seed_report(), &classic());
     if !text.starts_with(REFERENCE_SESSION) {
         for (i, (got, want)) in text.lines().zip(REFERENCE_SESSION.lines()).enumerate() {
             assert_eq!(got, want, "line {}", i + 1);
@@ -212,7 +230,7 @@ fn text_starts_with_the_reference_session_byte_for_byte() {
 
 #[test]
 fn seed_table_rows_match_the_reference() {
-    let text = report::text::render(&seed_report(), &TextOptions::default());
+    let text = report::text::render(&seed_report(), &classic());
     // verifier.md §1, verbatim.
     let rows = "\
 PoolAddress  SizeInBytes    Tag       CallersAddress
@@ -266,7 +284,7 @@ fn leak_table_has_one_site_with_ten_blocks() {
             bytes: 0x9ce000,
         }]
     );
-    let text = report::text::render(&report, &TextOptions::default());
+    let text = report::text::render(&report, &classic());
     let tail = "\
 Leak table (by caller)
 Site                                Driver       Count     Bytes
@@ -287,7 +305,7 @@ fn incomplete_reports_say_why_and_missing_stacks_say_so() {
     ];
     let last = report.drivers[0].allocations.len() - 1;
     report.drivers[0].allocations[last].stack.clear();
-    let text = report::text::render(&report, &TextOptions::default());
+    let text = report::text::render(&report, &classic());
     assert!(text
         .ends_with("INCOMPLETE: log: 3 records unreadable; driver list: cycle after 12 entries\n"));
     assert!(text.contains(
@@ -295,7 +313,7 @@ fn incomplete_reports_say_why_and_missing_stacks_say_so() {
     ));
 
     report.verifier.log = None;
-    let text = report::text::render(&report, &TextOptions::default());
+    let text = report::text::render(&report, &classic());
     assert!(!text.contains("!verifier 80"));
     assert!(text.contains("No allocation stacks: the allocate/free log was not read.\n"));
 }
@@ -304,7 +322,7 @@ fn incomplete_reports_say_why_and_missing_stacks_say_so() {
 fn without_a_prompt_only_the_outputs_are_printed() {
     let options = TextOptions {
         prompt: None,
-        ..TextOptions::default()
+        ..classic()
     };
     let text = report::text::render(&seed_report(), &options);
     assert!(text.starts_with("Verify Level 8 ... enabled options are:\n"));
@@ -316,7 +334,7 @@ fn other_level_bits_use_the_flag_texts() {
     let mut report = seed_report();
     report.verifier.level = 0x9;
     report.verifier.flags = vec!["Special pool".to_string(), "Pool tracking".to_string()];
-    let text = report::text::render(&report, &TextOptions::default());
+    let text = report::text::render(&report, &classic());
     assert!(text.contains(
         "Verify Level 9 ... enabled options are:\n      Special pool\n      All pool allocations checked on unload\nSummary"
     ));
@@ -443,7 +461,7 @@ fn group_by_stack_falls_back_to_the_caller() {
         &report,
         &TextOptions {
             group_by: GroupBy::Stack,
-            ..TextOptions::default()
+            ..classic()
         },
     );
     assert!(text.contains("Leak table (by stack)\n"));
@@ -517,7 +535,7 @@ fn history_prints_every_record_newest_first() {
     ];
     let options = TextOptions {
         history: true,
-        ..TextOptions::default()
+        ..classic()
     };
     let text = report::text::render(&report, &options);
     let want = format!(
@@ -533,4 +551,127 @@ fn history_prints_every_record_newest_first() {
          Parsed entry 0000000000010000/0000000000010000...\n",
         sep = "=".repeat(70)
     )));
+}
+
+#[test]
+fn progress_lines_say_how_many_entries_were_read_in_both_layouts() {
+    // The default newest-first read stopped after 0x400 of the 0x10000 entries.
+    let mut report = seed_report();
+    let log = report.verifier.log.as_mut().unwrap();
+    log.whole_ring = false;
+    log.entries_read = Some(0x400);
+    for style in [WindbgStyle::Classic, WindbgStyle::Current] {
+        let options = TextOptions {
+            style,
+            ..TextOptions::default()
+        };
+        let text = report::text::render(&report, &options);
+        assert_eq!(
+            text.matches("Parsing 0x0000000000000400 log entries, searching for address 0x")
+                .count(),
+            10,
+            "{style}"
+        );
+        assert_eq!(
+            text.matches("Parsed entry 0000000000000400/0000000000000400...\n")
+                .count(),
+            10,
+            "{style}"
+        );
+        assert!(!text.contains("0000000000010000"), "{style}: {text}");
+        assert!(text.contains("There are up to 0x10000 entries in the log."));
+        assert!(text.contains("newest-first, 0x400 of 0x10000 entries holding 0x2a records"));
+    }
+    // A report written before `entries_read` existed: what it holds, never the whole ring.
+    let log = report.verifier.log.as_mut().unwrap();
+    log.entries_read = None;
+    let text = report::text::render(&report, &classic());
+    assert!(text.contains("Parsing 0x000000000000002a log entries"));
+    // A block whose record was not among the entries read says so, not "overwritten".
+    report.drivers[0].allocations[0].stack.clear();
+    report.verifier.log.as_mut().unwrap().entries_read = Some(0x400);
+    let text = report::text::render(&report, &classic());
+    assert!(text.contains(
+        "No allocation record for pool block fffffa8005400000 among the 0x400 newest log entries read.\n"
+    ));
+}
+
+#[test]
+fn the_current_layout_renders_the_seed_as_todays_windbg_would() {
+    let mut report = seed_report();
+    report.drivers[0].target_driver = Some(0xfffffa80031b5a40);
+    let text = report::text::render(&report, &TextOptions::default());
+    let head = "\
+0: kd> !verifier 3 myfault.sys
+
+Verify Flags Level 0x00000008
+
+  STANDARD FLAGS:
+    [X] (0x00000000) Automatic Checks
+    [ ] (0x00000001) Special pool
+";
+    assert!(text.starts_with(head), "{text}");
+    for want in [
+        "  Pool Allocations Failed                0x0\n\n  Current paged pool allocations         0x0 for 00000000 bytes\n",
+        "nt!_VF_TARGET_DRIVER 0xfffffa80031b5a40: myfault.sys (Loaded)\n",
+        "      Peak Pool Bytes:          ( 0x009ce000 / 0x00000080 )\n\n    Pool Allocations:\n",
+        "      0xfffffa8004a66000  0x000fb000  Leak  0xfffff8800447d634  myfault!MyfaultDeviceControl+0x358\n\n0: kd> !verifier 80 fffffa8005400000\n",
+        "Parsing 0x0000000000010000 log entries, searching for address 0xfffffa8005400000.\n\n======================================================================\n\nPool block fffffa8005400000,",
+        "fffff8000148bed3 nt!KiSystemServiceCopyEnd+0x13\n\nParsed entry 0000000000010000/0000000000010000...\nFinished parsing all pool tracking information.\n",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in\n{text}");
+    }
+    assert!(!text.contains("Resource Allocations Failed Deliberately"));
+    // No contiguous counters in this report: no contiguous lines either.
+    assert!(!text.contains("Contiguous"));
+}
+
+#[test]
+fn history_in_the_current_layout_lists_frees_and_allocations_newest_first() {
+    let mut report = seed_report();
+    let a = &mut report.drivers[0].allocations[0];
+    let free_stack = vec![
+        Frame {
+            address: 0xfffff80001800010,
+            symbol: "nt!ExFreePoolWithTag+0x4b".to_string(),
+        },
+        Frame {
+            address: 0xfffff8800447d650,
+            symbol: "myfault!MyfaultDeviceControl+0x374".to_string(),
+        },
+    ];
+    a.history = vec![
+        kdleak::verifier::model::LogRecord {
+            slot: 0x29,
+            address: a.address,
+            size: 0xfa000,
+            thread: 0xfffffa80044ceb60,
+            stack: seed_stack(),
+        },
+        kdleak::verifier::model::LogRecord {
+            slot: 0x20,
+            address: a.address,
+            size: 0xfb000,
+            thread: 0xfffffa80044ceb60,
+            stack: free_stack,
+        },
+    ];
+    let options = TextOptions {
+        history: true,
+        ..TextOptions::default()
+    };
+    let text = report::text::render(&report, &options);
+    let sep = "=".repeat(70);
+    let want = format!(
+        "\n{sep}\n\nPool block fffffa8005400000, Size 00000000000fa000, Thread fffffa80044ceb60\n\
+         fffff80001927cc6 nt!VeAllocatePoolWithTagPriority+0x2b6\n"
+    );
+    let alloc = text.find(&want).expect("the allocation record");
+    let free = format!(
+        "\n{sep}\n\nPool block fffffa8005400000, Size 00000000000fb000, Thread fffffa80044ceb60\n\
+         fffff80001800010 nt!ExFreePoolWithTag+0x4b\n\
+         fffff8800447d650 myfault!MyfaultDeviceControl+0x374\n\nParsed entry"
+    );
+    let free_at = text.find(&free).expect("the free record, then the trailer");
+    assert!(alloc < free_at, "newest first");
 }

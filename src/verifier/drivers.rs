@@ -36,6 +36,8 @@ impl SuspectDriver {
 /// A loaded, verified image: its `_VF_TARGET_DRIVER` node and `_VF_TARGET_VERIFIED_DRIVER_DATA`.
 #[derive(Debug, Clone)]
 pub struct VerifiedDriver {
+    /// Address of the `_VF_TARGET_DRIVER` (the AVL node's user data).
+    pub target: u64,
     pub image_base: u64,
     pub image_size: u64,
     /// Address of `_VF_TARGET_VERIFIED_DRIVER_DATA`.
@@ -183,6 +185,7 @@ async fn read_verified<M: Memory>(mem: &mut M, nt: &Nt<'_>, out: &mut Drivers) -
         }
         match read_verified_data(mem, nt, data).await {
             Ok(mut driver) => {
+                driver.target = target.address;
                 driver.image_base = image_base;
                 driver.image_size = target.get(size_path)?;
                 out.verified.push(driver);
@@ -274,6 +277,7 @@ async fn read_verified_data<M: Memory>(
         }
     };
     Ok(VerifiedDriver {
+        target: 0,
         image_base: 0,
         image_size: 0,
         data: address,
@@ -287,6 +291,8 @@ async fn read_verified_data<M: Memory>(
             peak_paged_allocations: data.get("PeakPagedPoolAllocations")?,
             peak_nonpaged_bytes: data.get("PeakNonPagedBytes")?,
             peak_paged_bytes: data.get("PeakPagedBytes")?,
+            contiguous_memory_bytes: data.get_opt("ContiguousMemoryBytes"),
+            peak_contiguous_memory_bytes: data.get_opt("PeakContiguousMemoryBytes"),
         },
         page_headers: head("PoolPageHeaders")?,
         free_trackers: head("PoolTrackers")?,

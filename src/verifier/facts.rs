@@ -128,6 +128,159 @@ pub fn level_flag_names(level: u64) -> Vec<String> {
 /// The text WinDbg's Win7-era `!verifier` prints for bit 0x8 (the reference output, verifier.md §1).
 pub const WIN7_POOL_TRACKING_TEXT: &str = "All pool allocations checked on unload";
 
+// ---- The flag lists today's WinDbg prints (`!verifier`'s "Verify Flags Level" block) ---------
+
+/// One Driver Verifier flag as today's `!verifier` names it in its flag lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NamedFlag {
+    pub bit: u64,
+    pub name: &'static str,
+}
+
+const fn flag(bit: u64, name: &'static str) -> NamedFlag {
+    NamedFlag { bit, name }
+}
+
+/// The flags one target build "knows": today's WinDbg lists each of them under STANDARD FLAGS
+/// or ADDITIONAL FLAGS, checked or not, and puts every other set bit under RESERVED FLAGS.
+/// The lists follow the target's build, not the debugger: a 2021 WinDbg on a Windows 7 target
+/// lists twelve flags, on Windows 10 twenty-three.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindbgFlagList {
+    /// The build the public sample was taken from (the list serves the builds of [`FLAG_LISTS`]'s
+    /// range; builds without a sample use the nearest documented one, said in `source`).
+    pub sampled_build: &'static str,
+    pub standard: &'static [NamedFlag],
+    pub additional: &'static [NamedFlag],
+    /// Where the list comes from (tests/data/windbg_samples/README.md has the excerpts).
+    pub source: &'static str,
+}
+
+/// `(0x00000000) Automatic Checks`: always listed first under STANDARD FLAGS, always checked
+/// (every sample; the checks that run whatever the flags are).
+pub const AUTOMATIC_CHECKS: &str = "Automatic Checks";
+
+/// The name today's WinDbg gives every set bit its target build does not list
+/// (ebpf-for-windows #1091, openzfs #124, MIDI #366: 0x00100000 on Windows 10 and 11).
+pub const RESERVED_FLAG_NAME: &str = "Unused or reserved flag";
+
+const STANDARD_7: &[NamedFlag] = &[
+    flag(0x1, "Special pool"),
+    flag(0x2, "Force IRQL checking"),
+    flag(0x8, "Pool tracking"),
+    flag(0x10, "I/O verification"),
+    flag(0x20, "Deadlock detection"),
+    flag(0x80, "DMA checking"),
+    flag(0x100, "Security checks"),
+    flag(0x800, "Miscellaneous checks"),
+];
+
+const ADDITIONAL_7: &[NamedFlag] = &[
+    flag(0x4, "Randomized low resources simulation"),
+    flag(0x200, "Force pending I/O requests"),
+    flag(0x400, "IRP logging"),
+];
+
+const STANDARD_81: &[NamedFlag] = &[
+    flag(0x1, "Special pool"),
+    flag(0x2, "Force IRQL checking"),
+    flag(0x8, "Pool tracking"),
+    flag(0x10, "I/O verification"),
+    flag(0x20, "Deadlock detection"),
+    flag(0x80, "DMA checking"),
+    flag(0x100, "Security checks"),
+    flag(0x800, "Miscellaneous checks"),
+    flag(0x20000, "DDI compliance checking"),
+];
+
+const ADDITIONAL_81: &[NamedFlag] = &[
+    flag(0x4, "Randomized low resources simulation"),
+    flag(0x200, "Force pending I/O requests"),
+    flag(0x400, "IRP logging"),
+    flag(0x2000, "Invariant MDL checking for stack"),
+    flag(0x4000, "Invariant MDL checking for driver"),
+    flag(0x8000, "Power framework delay fuzzing"),
+    flag(0x40000, "Systematic low resources simulation"),
+    flag(0x80000, "DDI compliance checking (additional)"),
+    flag(0x200000, "NDIS/WIFI verification"),
+    flag(0x800000, "Kernel synchronization delay fuzzing"),
+    flag(0x1000000, "VM switch verification"),
+];
+
+const ADDITIONAL_10: &[NamedFlag] = &[
+    flag(0x4, "Randomized low resources simulation"),
+    flag(0x200, "Force pending I/O requests"),
+    flag(0x400, "IRP logging"),
+    flag(0x2000, "Invariant MDL checking for stack"),
+    flag(0x4000, "Invariant MDL checking for driver"),
+    flag(0x8000, "Power framework delay fuzzing"),
+    flag(0x10000, "Port/miniport interface checking"),
+    flag(0x40000, "Systematic low resources simulation"),
+    flag(0x80000, "DDI compliance checking (additional)"),
+    flag(0x200000, "NDIS/WIFI verification"),
+    flag(0x800000, "Kernel synchronization delay fuzzing"),
+    flag(0x1000000, "VM switch verification"),
+    flag(0x2000000, "Code integrity checks"),
+];
+
+/// The lists by first build, newest last. Sources (excerpts and URLs in
+/// tests/data/windbg_samples/README.md):
+/// * 6.1 (7600–9199): manurautela.github.io "memory tracking through nt!PoolHitTag" (2021-10-13):
+///   a 2021 WinDbg on a Windows 7 SP1 7601 x86 target, level 0x8. Vista (6.0) has no public
+///   sample: it gets this list, the nearest documented build.
+/// * 6.3 (9200–10239): MicrosoftDocs windows-driver-docs "Debugging memory leaks … (C4): 0x62"
+///   ("Connected to Windows 8 9600 x86 compatible target", level 0x209bb) and
+///   openvswitch/ovs-issues #50 (a Windows 8.1 x64 kernel: ntkrnlmp timestamp 0x5215D156,
+///   August 2013, every flag set). Windows 8 (9200) has no public sample: it gets the 8.1 list.
+/// * 10.0 (10240+), also Windows 11: microsoft/ebpf-for-windows #1091, #2092, #2197 and
+///   openzfsonwindows/openzfs #124 (Windows 10/Server x64 targets, 2022–2023), and
+///   microsoft/MIDI #366 (2025, a Windows 11 test machine): the same twenty-three flags. Which
+///   Windows 10 build first listed 0x10000 and 0x2000000 is not public; 10240 is assumed.
+pub const FLAG_LISTS: &[(u32, WindbgFlagList)] = &[
+    (
+        0,
+        WindbgFlagList {
+            sampled_build: "6.1.7601 (x86)",
+            standard: STANDARD_7,
+            additional: ADDITIONAL_7,
+            source:
+                "manurautela.github.io, memory tracking through nt!PoolHitTag (2021): a Windows \
+                     7 SP1 target; Vista and older: nearest documented build",
+        },
+    ),
+    (
+        9200,
+        WindbgFlagList {
+            sampled_build: "6.3.9600 (x86, x64)",
+            standard: STANDARD_81,
+            additional: ADDITIONAL_81,
+            source: "MicrosoftDocs windows-driver-docs, Debugging memory leaks (C4: 0x62), a \
+                     Windows 8.1 9600 target; openvswitch/ovs-issues #50; Windows 8 (9200): \
+                     nearest documented build",
+        },
+    ),
+    (
+        10240,
+        WindbgFlagList {
+            sampled_build: "10.0 (x64), 11 (x64)",
+            standard: STANDARD_81,
+            additional: ADDITIONAL_10,
+            source: "microsoft/ebpf-for-windows #1091, #2092; openzfsonwindows/openzfs #124 \
+                     (Windows 10); microsoft/MIDI #366 (Windows 11)",
+        },
+    ),
+];
+
+/// The flag lists today's WinDbg prints for a target of `build`.
+pub fn windbg_flag_list(build: u32) -> &'static WindbgFlagList {
+    FLAG_LISTS
+        .iter()
+        .rev()
+        .find(|(first, _)| build >= *first)
+        .map(|(_, list)| list)
+        .unwrap_or(&FLAG_LISTS[0].1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -164,5 +317,37 @@ mod tests {
             "the standard flag set has nine bits"
         );
         assert_eq!(level_flag_names(1 << 40), vec!["bit 40"]);
+    }
+
+    #[test]
+    fn each_build_gets_the_flag_list_of_its_sample() {
+        assert_eq!(windbg_flag_list(7601).standard.len(), 8);
+        assert_eq!(windbg_flag_list(7601).additional.len(), 3);
+        assert_eq!(windbg_flag_list(6002).additional.len(), 3);
+        assert_eq!(windbg_flag_list(9600).standard.len(), 9);
+        assert_eq!(windbg_flag_list(9600).additional.len(), 11);
+        assert_eq!(windbg_flag_list(9200), windbg_flag_list(9600));
+        assert_eq!(windbg_flag_list(19041).additional.len(), 13);
+        assert_eq!(windbg_flag_list(22000), windbg_flag_list(10240));
+    }
+
+    #[test]
+    fn no_flag_is_listed_twice_and_the_lists_only_grow() {
+        let mut previous: Vec<u64> = Vec::new();
+        for (_, list) in FLAG_LISTS {
+            let bits: Vec<u64> = list
+                .standard
+                .iter()
+                .chain(list.additional)
+                .map(|f| f.bit)
+                .collect();
+            let mut unique = bits.clone();
+            unique.sort_unstable();
+            unique.dedup();
+            assert_eq!(unique.len(), bits.len(), "{}", list.source);
+            assert!(bits.iter().all(|b| b.is_power_of_two()));
+            assert!(previous.iter().all(|b| bits.contains(b)), "{}", list.source);
+            previous = bits;
+        }
     }
 }

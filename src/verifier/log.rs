@@ -30,6 +30,9 @@ pub struct Log {
     pub index: u64,
     pub frames_per_record: u32,
     pub records: Vec<Record>,
+    /// Entries (slots, written or not) this log covers: the ring's length, or fewer when a
+    /// newest-first read stopped early.
+    pub entries_read: u64,
 }
 
 /// Largest single read of the ring; the session splits it into transport-sized requests.
@@ -142,14 +145,15 @@ impl Ring {
         (self.base, self.length, self.index)
     }
 
-    /// The log of this ring, holding `records` (newest first).
-    fn log(&self, records: Vec<Record>) -> Log {
+    /// The log of this ring, holding `records` (newest first) from `entries_read` slots.
+    fn log(&self, records: Vec<Record>, entries_read: u64) -> Log {
         Log {
             base: self.base,
             length: self.length,
             index: self.index,
             frames_per_record: self.frames_per_record,
             records,
+            entries_read,
         }
     }
 
@@ -250,7 +254,8 @@ pub async fn read_log_since<M: Memory>(
             .collect();
         let overwritten = |slot: u64| (slot.wrapping_sub(first) & mask) < n;
         records.extend(prev.records.drain(..).filter(|r| !overwritten(r.slot)));
-        let log = ring.log(records);
+        // The previous log covered the whole ring; with the new entries it still does.
+        let log = ring.log(records, ring.length);
         return Ok((log, LogRead::Since { new_records: n }));
     }
     let bar = progress_bar(progress, ring.length * ring.entry_size as u64);
@@ -269,7 +274,7 @@ pub async fn read_log_since<M: Memory>(
     let read = LogRead::Full {
         records: records.len() as u64,
     };
-    Ok((ring.log(records), read))
+    Ok((ring.log(records, ring.length), read))
 }
 
 /// The first newest-first batch: about one full-size read. Leaks under investigation are
@@ -327,7 +332,7 @@ pub async fn read_log_until_found<M: Memory>(
         batch = (batch * 2).min(max_batch);
     }
     bar.finish_and_clear();
-    let log = ring.log(records);
+    let log = ring.log(records, slots_read);
     Ok((log, slots_read == ring.length))
 }
 

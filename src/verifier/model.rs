@@ -68,6 +68,23 @@ pub struct LogSummary {
     /// history, were not read.
     #[serde(default = "yes", skip_serializing_if = "is_true")]
     pub whole_ring: bool,
+    /// Entries (ring slots, written or not) the pull read: `length` for a whole-ring read,
+    /// fewer when the newest-first read stopped early. What `!verifier 80`'s "Parsing …" and
+    /// "Parsed entry …" lines report. Absent in reports written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entries_read: Option<u64>,
+}
+
+impl LogSummary {
+    /// Entries the pull read: [`LogSummary::entries_read`], or for an older report the whole
+    /// ring when it says so, else the records it holds.
+    pub fn entries_parsed(&self) -> u64 {
+        self.entries_read.unwrap_or(if self.whole_ring {
+            self.length
+        } else {
+            self.records
+        })
+    }
 }
 
 fn yes() -> bool {
@@ -89,6 +106,11 @@ pub struct DriverCounters {
     pub peak_paged_allocations: u64,
     pub peak_nonpaged_bytes: u64,
     pub peak_paged_bytes: u64,
+    /// `ContiguousMemoryBytes` / `PeakContiguousMemoryBytes`, when the build has them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contiguous_memory_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_contiguous_memory_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -100,6 +122,14 @@ pub struct DriverReport {
     pub entry: u64,
     /// `Loaded`, `Unloaded` or `NotLoaded` (configured, never seen).
     pub state: String,
+    /// The driver's `_VF_TARGET_DRIVER` (today's WinDbg names the driver by it).
+    #[serde(with = "hex_opt", default, skip_serializing_if = "Option::is_none")]
+    pub target_driver: Option<u64>,
+    /// The suspect entry's `Loads` and `Unloads` counters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loads: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unloads: Option<u64>,
     #[serde(with = "hex_opt", default, skip_serializing_if = "Option::is_none")]
     pub image_base: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

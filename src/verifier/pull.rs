@@ -224,6 +224,9 @@ pub async fn pull_with<M: Memory>(
             name,
             entry: driver.suspect_entry,
             state: suspect.map_or("Loaded", |s| s.state()).to_string(),
+            target_driver: Some(driver.target),
+            loads: suspect.map(|s| s.loads),
+            unloads: suspect.map(|s| s.unloads),
             image_base: Some(driver.image_base),
             image_size: Some(driver.image_size),
             counters: driver.counters.clone(),
@@ -299,6 +302,7 @@ pub async fn pull_with<M: Memory>(
             frames_per_record: log.frames_per_record,
             records: log.records.len() as u64,
             whole_ring,
+            entries_read: Some(log.entries_read),
         });
         attach_log(&mut reports, log, options.history_limit.max(1));
     }

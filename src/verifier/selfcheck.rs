@@ -417,6 +417,9 @@ mod tests {
             state: "Loaded".into(),
             image_base: None,
             image_size: None,
+            target_driver: None,
+            loads: None,
+            unloads: None,
             counters: DriverCounters::default(),
             allocations,
         };
@@ -426,6 +429,7 @@ mod tests {
             frames_per_record: 13,
             records: 0x20,
             whole_ring: true,
+            entries_read: None,
         };
         let some: Vec<_> = (0..5).map(|i| allocation(0x1000 * i, i < 2)).collect();
         let none: Vec<_> = (0..5).map(|i| allocation(0x1000 * i, false)).collect();
