@@ -242,6 +242,8 @@ fn run_sim(args: SimArgs) -> Result<ExitCode> {
         anyhow::bail!("--time-scale must be a positive number");
     }
     machine.set_time_scale(args.time_scale);
+    // The clock shows when the target started (it does not tick).
+    machine.set_system_time(sim::dump::filetime(std::time::SystemTime::now()));
     let runtime = async_runtime()?;
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
@@ -255,16 +257,19 @@ fn run_sim(args: SimArgs) -> Result<ExitCode> {
 
 /// `kdleak sim --write-dump`: the scenario as laid out (timeline time 0), written and done.
 fn write_sim_dump(args: &SimArgs, path: &std::path::Path) -> Result<ExitCode> {
-    let machine = match &args.scenario {
+    let mut machine = match &args.scenario {
         None => Machine::default(),
         Some(name) => {
             Machine::for_scenario(name).with_context(|| format!("cannot load scenario {name}"))?
         }
     };
     let scenario = args.scenario.as_deref().unwrap_or("tiny built-in kernel");
+    // The header's time of the crash is the kernel's clock, as in a real dump.
+    let system_time = sim::dump::filetime(std::time::SystemTime::now());
+    machine.set_system_time(system_time);
     let options = sim::dump::DumpOptions {
         kind: args.dump_type.unwrap_or(DumpTypeArg::Full).into(),
-        system_time: sim::dump::filetime(std::time::SystemTime::now()),
+        system_time,
         comment: format!("kdleak sim: simulated target ({scenario})"),
     };
     let summary = sim::dump::write_dump(&machine, path, &options)?;
