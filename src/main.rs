@@ -250,6 +250,8 @@ fn run_sim(args: SimArgs) -> Result<ExitCode> {
     }
     machine.set_time_scale(args.time_scale);
     machine.apply_quirks(args.quirks);
+    // The clock shows when the target started (it does not tick).
+    machine.set_system_time(sim::dump::filetime(std::time::SystemTime::now()));
     let runtime = async_runtime()?;
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
@@ -271,9 +273,12 @@ fn write_sim_dump(args: &SimArgs, path: &std::path::Path) -> Result<ExitCode> {
     };
     machine.apply_quirks(args.quirks.clone());
     let scenario = args.scenario.as_deref().unwrap_or("tiny built-in kernel");
+    // The header's time of the crash is the kernel's clock, as in a real dump.
+    let system_time = sim::dump::filetime(std::time::SystemTime::now());
+    machine.set_system_time(system_time);
     let options = sim::dump::DumpOptions {
         kind: args.dump_type.unwrap_or(DumpTypeArg::Full).into(),
-        system_time: sim::dump::filetime(std::time::SystemTime::now()),
+        system_time,
         comment: format!("kdleak sim: simulated target ({scenario})"),
     };
     let summary = sim::dump::write_dump(&machine, path, &options)?;

@@ -70,7 +70,7 @@ fn kdmp_parser_reads_every_dump_type_like_the_simulator() {
     let started = Instant::now();
     for name in SCENARIOS {
         let machine = Machine::for_scenario(name).unwrap();
-        let physical = PhysicalMemory::build(&machine.memory);
+        let physical = PhysicalMemory::build(&machine.memory, machine.self_map_slot);
         let allocation = live_allocation(name);
         let reads = [machine.kern_base, allocation];
         let expected: Vec<(u64, String)> = reads

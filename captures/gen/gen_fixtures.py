@@ -382,6 +382,15 @@ class CGen:
 
 
 # --------------------------------------------------------------------------- kernel globals
+NT_BUILD_LAB_SIZE = 64
+
+
+def nt_build_lab(build):
+    """The fixture kernel's NtBuildLab: real kernels' format (build.qfe.arch.branch.date-time), with a
+    branch name that says what it is."""
+    return "%d.1.amd64fre.kdleak_fixture.000000-0000" % build
+
+
 def kernel_globals(isf, build, kdbg_size):
     """(name, C declarator-type-ref, initializer or None).  Types are version logic (verifier.md §8)."""
     syms = isf["symbols"]
@@ -418,6 +427,14 @@ def kernel_globals(isf, build, kdbg_size):
         ("VfSafeMode", UL),
         ("KiProcessorBlock", {"kind": "array", "count": kpb_count,
                               "subtype": {"kind": "pointer", "subtype": S("_KPRCB")}}),
+        # What independent memory readers (Volatility 3's windows.info, debuggers' KdVersionBlock
+        # scans) look up in every real kernel; filled by the simulator like the boot code fills them,
+        # except NtBuildLab, a string baked into the image.
+        ("KdVersionBlock", S("_DBGKD_GET_VERSION64")),
+        ("KeNumberProcessors", UL),
+        ("CmNtCSDVersion", UL),
+        ("NtBuildLab", {"kind": "array", "count": NT_BUILD_LAB_SIZE, "subtype": {"kind": "base", "name": "char"}}),
+        ("MmPteBase", {"kind": "base", "name": "unsigned long long"}),
     ]
     for n, t in wanted:
         if n not in syms and n not in ("KdDebuggerDataBlock", "KdpDebuggerDataListHead",
@@ -442,14 +459,14 @@ def kernel_c(isf, build, kdbg_size, cg, cgen_text):
         "VfSuspectDriversList": "{ &VfSuspectDriversList, &VfSuspectDriversList }",
         "MiSuspectDriverList": "{ &MiSuspectDriverList, &MiSuspectDriverList }",
         "KdpDebuggerDataListHead": "{ (struct _LIST_ENTRY *)&KdDebuggerDataBlock, (struct _LIST_ENTRY *)&KdDebuggerDataBlock }",
+        "NtBuildLab": '"%s"' % nt_build_lab(build),
     }
     kd = [".Header = { .List = { (unsigned long long)&KdpDebuggerDataListHead, (unsigned long long)&KdpDebuggerDataListHead },"
           " .OwnerTag = 0x4742444B, .Size = sizeof(struct _KDDEBUGGER_DATA64) }",
           ".KernBase = (unsigned long long)__ImageBase",
           ".BreakpointWithStatus = (unsigned long long)RtlpBreakWithStatusInstruction",
-          ".PsLoadedModuleList = (unsigned long long)&PsLoadedModuleList",
-          ".NtBuildLab = 0"]
-    for n in ("KiProcessorBlock", "KernelVerifier", "MmVerifierData"):
+          ".PsLoadedModuleList = (unsigned long long)&PsLoadedModuleList"]
+    for n in ("KiProcessorBlock", "KernelVerifier", "MmVerifierData", "NtBuildLab", "CmNtCSDVersion"):
         if n in names:
             kd.append(".%s = (unsigned long long)&%s" % (n, n))
     inits["KdDebuggerDataBlock"] = "{ " + ", ".join(kd) + " }"

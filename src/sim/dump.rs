@@ -238,7 +238,7 @@ pub fn write_dump(
     path: &Path,
     options: &DumpOptions,
 ) -> Result<DumpSummary, DumpError> {
-    let physical = PhysicalMemory::build(&machine.memory);
+    let physical = PhysicalMemory::build(&machine.memory, machine.self_map_slot);
     let layout = Layout::new(options.kind, &physical);
     let header = header(machine, &physical, &layout, options)?;
     let io_error = |source| DumpError::Io {
@@ -556,7 +556,7 @@ mod tests {
             frame_offsets(&full).keys().collect::<Vec<_>>(),
             frame_offsets(&bitmap).keys().collect::<Vec<_>>()
         );
-        let physical = PhysicalMemory::build(&machine.memory);
+        let physical = PhysicalMemory::build(&machine.memory, machine.self_map_slot);
         assert_eq!(
             frame_offsets(&kernel).into_keys().collect::<Vec<_>>(),
             physical.used_frames().collect::<Vec<_>>()

@@ -194,6 +194,8 @@ pub struct Isf {
     user_types: HashMap<String, UserType>,
     base_types: HashMap<String, BaseType>,
     enums: HashMap<String, u64>,
+    /// Enum name → constant name → value.
+    enum_constants: HashMap<String, HashMap<String, i64>>,
     symbols: HashMap<String, u64>,
 }
 
@@ -284,12 +286,21 @@ impl Isf {
             );
         }
         let mut enums = HashMap::new();
+        let mut enum_constants = HashMap::new();
         if let Some(es) = v.get("enums").and_then(Value::as_object) {
             for (name, t) in es {
                 enums.insert(
                     name.clone(),
                     t.get("size").and_then(Value::as_u64).unwrap_or(4),
                 );
+                let constants = t
+                    .get("constants")
+                    .and_then(Value::as_object)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|(k, v)| Some((k.clone(), v.as_i64()?)))
+                    .collect();
+                enum_constants.insert(name.clone(), constants);
             }
         }
         let mut symbols = HashMap::new();
@@ -315,8 +326,26 @@ impl Isf {
             user_types,
             base_types,
             enums,
+            enum_constants,
             symbols,
         })
+    }
+
+    /// The value of the constant `constant` of enum `name`, as the unsigned bits a field of the
+    /// enum's size holds.
+    pub fn enum_value(&self, name: &str, constant: &str) -> Result<u64> {
+        let value = self
+            .enum_constants
+            .get(name)
+            .ok_or_else(|| IsfError::MissingType(name.to_string()))?
+            .get(constant)
+            .ok_or_else(|| IsfError::BadPath {
+                ty: name.to_string(),
+                path: constant.to_string(),
+                msg: "no such enum constant".into(),
+            })?;
+        let bits = 8 * self.enums.get(name).copied().unwrap_or(4).clamp(1, 8);
+        Ok((*value as u64) & (u64::MAX >> (64 - bits)))
     }
 
     /// The user type `name`.

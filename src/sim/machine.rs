@@ -15,9 +15,10 @@ use kdproto::api::{
 
 use super::breakpoints::BreakpointTable;
 use super::kernel::{self, KernelLayout};
-use super::memory::SimMemory;
-use super::physical::PhysicalMemory;
+use super::memory::{SimMemory, PAGE_SIZE};
+use super::physical::{self, PhysicalMemory};
 use super::quirks::{decode_kdbg_word, encode_kdbg_word, KdbgKeys, Quirks};
+use super::scenario::image::RuntimeSites;
 use super::scenario::{MemoryImage, Scenario, ScenarioError};
 use super::timeline::Timeline;
 
@@ -97,6 +98,10 @@ pub struct Machine {
     pub timeline: Option<Box<Timeline>>,
     /// How this target departs from Windows' own stub ([`Machine::apply_quirks`]).
     pub quirks: Quirks,
+    /// The PML4 slot that maps the page tables ([`super::physical`]).
+    pub self_map_slot: u16,
+    /// Kernel variables the machine keeps current (processor count, clock).
+    runtime: RuntimeSites,
     /// The physical view of `memory`, rebuilt when pages were mapped or unmapped since.
     physical: Option<Arc<PhysicalMemory>>,
 }
@@ -112,7 +117,7 @@ impl Machine {
         match &self.physical {
             Some(view) if view.generation() == self.memory.generation() => view.clone(),
             _ => {
-                let view = Arc::new(PhysicalMemory::build(&self.memory));
+                let view = Arc::new(PhysicalMemory::build(&self.memory, self.self_map_slot));
                 self.physical = Some(view.clone());
                 view
             }
@@ -131,32 +136,107 @@ impl Machine {
         self.cpus.get_mut(usize::from(index))
     }
 
-    /// The KdVersionBlock GetVersion copies (kd.md §3.5), with the quirks' replacements.
+    /// The KdVersionBlock GetVersion copies (kd.md §3.5), with the quirks' replacements; a
+    /// scenario's kernel holds the unquirked bytes in `nt!KdVersionBlock`.
     pub fn version(&self) -> Version {
-        let mut flags = DBGKD_VERS_FLAG_PTR64 | DBGKD_VERS_FLAG_DATA;
-        if self.cpus.len() > 1 {
-            flags |= DBGKD_VERS_FLAG_MP;
-        }
+        let mut version = kd_version(
+            self.build,
+            self.processor_count(),
+            self.kern_base,
+            self.ps_loaded_module_list,
+            self.debugger_data_list,
+        );
         let q = &self.quirks;
-        Version {
-            major_version: MAJOR_VERSION_FREE,
-            minor_version: self.build,
-            protocol_version: DBGKD_64BIT_PROTOCOL_VERSION2,
-            kd_secondary_version: KD_SECONDARY_VERSION_AMD64_CONTEXT,
-            flags: q.version_flags.unwrap_or(flags),
-            machine_type: q.machine_type.unwrap_or(IMAGE_FILE_MACHINE_AMD64),
-            max_packet_type: 0x0C,
-            max_state_change: 3,
-            // DbgKdMaximumManipulate − DbgKdMinimumManipulate on Windows 10/11 (0x3163 − 0x3130).
-            max_manipulate: 0x33,
-            simulation: 0,
-            unused: 0,
-            kern_base: q.kern_base.unwrap_or(self.kern_base),
-            ps_loaded_module_list: self.ps_loaded_module_list,
-            debugger_data_list: q.debugger_data_list.unwrap_or(self.debugger_data_list),
-        }
+        version.flags = q.version_flags.unwrap_or(version.flags);
+        version.machine_type = q.machine_type.unwrap_or(version.machine_type);
+        version.kern_base = q.kern_base.unwrap_or(version.kern_base);
+        version.debugger_data_list = q.debugger_data_list.unwrap_or(version.debugger_data_list);
+        version
     }
 
+    /// Reads virtual memory the way the processor sees it: mapped pages, and in the self-map
+    /// window the paging structures (as reading `nt!MmPteBase`-relative addresses on Windows
+    /// does). Stops at the first unreadable byte (kd.md §3.10).
+    pub fn read_virtual(&mut self, address: u64, len: usize) -> (Vec<u8>, bool) {
+        let slot = self.self_map_slot;
+        let window = |va: u64| physical::is_canonical(va) && physical::pml4_slot(va) == slot;
+        let last = address.saturating_add((len as u64).saturating_sub(1));
+        if !window(address) && !window(last) {
+            // A read is far shorter than the 512 GiB window, so it cannot straddle it.
+            return self.memory.read(address, len);
+        }
+        let physical = self.physical();
+        let mut out = Vec::with_capacity(len.min(1 << 16));
+        let mut cursor = address;
+        while out.len() < len {
+            let take = (PAGE_SIZE - cursor % PAGE_SIZE).min((len - out.len()) as u64) as usize;
+            let (bytes, complete) = if window(cursor) {
+                physical.read_virtual(&self.memory, cursor, take)
+            } else {
+                self.memory.read(cursor, take)
+            };
+            out.extend_from_slice(&bytes);
+            if !complete {
+                return (out, false);
+            }
+            match cursor.checked_add(take as u64) {
+                Some(next) => cursor = next,
+                None => break,
+            }
+        }
+        let complete = out.len() == len;
+        (out, complete)
+    }
+
+    /// Sets the kernel's clock (`KUSER_SHARED_DATA.SystemTime`, a FILETIME) where the kernel has
+    /// one; false for the built-in kernel, which has no shared data page.
+    pub fn set_system_time(&mut self, filetime: u64) -> bool {
+        let Some([low, high1, high2]) = self.runtime.system_time else {
+            return false;
+        };
+        // Windows writes High2Time, LowPart, then High1Time; a reader retries until the two high
+        // parts agree.
+        let high = ((filetime >> 32) as u32).to_le_bytes();
+        self.memory.write(high2, &high);
+        self.memory.write(low, &(filetime as u32).to_le_bytes());
+        self.memory.write(high1, &high);
+        true
+    }
+}
+
+/// The `DBGKD_GET_VERSION64` of a kernel (kd.md §3.5): what GetVersion answers and what
+/// `nt!KdVersionBlock` holds.
+pub fn kd_version(
+    build: u16,
+    processors: u16,
+    kern_base: u64,
+    ps_loaded_module_list: u64,
+    debugger_data_list: u64,
+) -> Version {
+    let mut flags = DBGKD_VERS_FLAG_PTR64 | DBGKD_VERS_FLAG_DATA;
+    if processors > 1 {
+        flags |= DBGKD_VERS_FLAG_MP;
+    }
+    Version {
+        major_version: MAJOR_VERSION_FREE,
+        minor_version: build,
+        protocol_version: DBGKD_64BIT_PROTOCOL_VERSION2,
+        kd_secondary_version: KD_SECONDARY_VERSION_AMD64_CONTEXT,
+        flags,
+        machine_type: IMAGE_FILE_MACHINE_AMD64,
+        max_packet_type: 0x0C,
+        max_state_change: 3,
+        // DbgKdMaximumManipulate − DbgKdMinimumManipulate on Windows 10/11 (0x3163 − 0x3130).
+        max_manipulate: 0x33,
+        simulation: 0,
+        unused: 0,
+        kern_base,
+        ps_loaded_module_list,
+        debugger_data_list,
+    }
+}
+
+impl Machine {
     /// Makes this machine behave as `quirks` say: GetVersion's replacements and unanswered reads
     /// take effect through [`Machine::quirks`]; a quirky Dr7 is written into every processor's
     /// KernelDr7 and CONTEXT.Dr7; `kdbg=encoded` encodes the KDBG block in memory.
@@ -313,6 +393,8 @@ impl MachineBuilder {
     pub fn build(self) -> Machine {
         let mut memory = SimMemory::new();
         let layout = KernelLayout::new(self.kern_base, self.processors);
+        let mut runtime = RuntimeSites::default();
+        let mut self_map_slot = None;
         let anchors = match &self.image {
             None => {
                 kernel::map_kernel(&mut memory, &layout, self.build);
@@ -329,6 +411,8 @@ impl MachineBuilder {
                 }
                 let processor_block = image.symbols.get("KiProcessorBlock").copied();
                 kernel::map_cpus(&mut memory, &layout, processor_block);
+                runtime = image.runtime.clone();
+                self_map_slot = Some(image.self_map_slot);
                 Anchors {
                     ps_loaded_module_list: image.ps_loaded_module_list,
                     debugger_data_list: image.debugger_data_list,
@@ -344,6 +428,30 @@ impl MachineBuilder {
         for (address, bytes) in &self.extra {
             memory.map(*address, bytes);
         }
+        // The built-in kernel's slot avoids whatever was mapped; a scenario's was chosen by its
+        // layout (which wrote MmPteBase from it).
+        let self_map_slot = self_map_slot.unwrap_or_else(|| {
+            let taken = memory
+                .frames()
+                .map(|(va, _)| physical::pml4_slot(va))
+                .collect();
+            physical::default_self_map_slot(u32::from(self.build), &kernel::PDB_GUID, &taken)
+                .unwrap_or(physical::FIXED_SELF_MAP_SLOT)
+        });
+        // What KdInitSystem and the processor start-up leave behind for this many CPUs.
+        for &count in &runtime.processor_counts {
+            memory.write(count, &u32::from(self.processors).to_le_bytes());
+        }
+        if let Some(flags) = runtime.version_flags {
+            let version = kd_version(
+                self.build,
+                self.processors,
+                self.kern_base,
+                anchors.ps_loaded_module_list,
+                anchors.debugger_data_list,
+            );
+            memory.write(flags, &version.flags.to_le_bytes());
+        }
         Machine {
             memory,
             kern_base: self.kern_base,
@@ -357,6 +465,8 @@ impl MachineBuilder {
             breakpoints: BreakpointTable::default(),
             timeline: None,
             quirks: Quirks::default(),
+            self_map_slot,
+            runtime,
             physical: None,
         }
     }

@@ -98,12 +98,12 @@ fn status(ok: bool) -> u32 {
     }
 }
 
-fn read_virtual(machine: &Machine, request: &Manipulate, max_read: usize) -> Manipulate {
-    let Some(m) = request.memory() else {
+fn read_virtual(machine: &mut Machine, request: &Manipulate, max_read: usize) -> Manipulate {
+    let Some(m) = request.memory().copied() else {
         return Manipulate::unsupported_reply(request);
     };
     let len = (m.transfer_count as usize).min(max_read);
-    let (bytes, complete) = machine.memory.read(m.target_base_address, len);
+    let (bytes, complete) = machine.read_virtual(m.target_base_address, len);
     Manipulate::reply_to(request, status(complete), bytes)
 }
 

@@ -369,6 +369,7 @@ impl Scenario {
                 pool_base: None,
                 slist: None,
                 avl_tables: Some(1 + spec.drivers / 16),
+                self_map_slot: None,
             },
             verifier: VerifierSpec {
                 level: Num(8),

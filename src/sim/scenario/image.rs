@@ -25,6 +25,25 @@ pub struct MemoryImage {
     /// `nt!Name`, every driver symbol as `module!Name` (module = file name without extension),
     /// and a few layout anchors under `sim!…` (e.g. `sim!VfPoolTracesArray`).
     pub symbols: BTreeMap<String, u64>,
+    /// The PML4 entry that maps the page tables (`nt!MmPteBase` and the KDBG's `PteBase` agree
+    /// with it); no region lies in its 512 GiB window.
+    pub self_map_slot: u16,
+    /// Where the kernel keeps what the machine rather than the scenario decides.
+    pub runtime: RuntimeSites,
+}
+
+/// Addresses of the kernel variables that depend on the running machine: the processor count (a
+/// scenario describes one CPU; the machine may have more) and the clock. The layout writes the
+/// one-CPU values; the machine rewrites them as Windows' boot code and clock interrupt do.
+#[derive(Debug, Clone, Default)]
+pub struct RuntimeSites {
+    /// ULONG variables holding the processor count (`nt!KeNumberProcessors`,
+    /// `KUSER_SHARED_DATA.ActiveProcessorCount`).
+    pub processor_counts: Vec<u64>,
+    /// `KdVersionBlock.Flags` (USHORT; `DBGKD_VERS_FLAG_MP` is set with more than one CPU).
+    pub version_flags: Option<u64>,
+    /// `KUSER_SHARED_DATA.SystemTime` (a `_KSYSTEM_TIME`): LowPart, High1Time, High2Time.
+    pub system_time: Option<[u64; 3]>,
 }
 
 impl MemoryImage {

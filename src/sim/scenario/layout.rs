@@ -121,8 +121,8 @@ pub struct RuntimeState {
 }
 
 #[derive(Default)]
-struct Mem {
-    regions: BTreeMap<u64, Vec<u8>>,
+pub(super) struct Mem {
+    pub(super) regions: BTreeMap<u64, Vec<u8>>,
 }
 
 impl Mem {
@@ -134,7 +134,7 @@ impl Mem {
         }
         None
     }
-    fn map(&mut self, addr: u64, bytes: Vec<u8>) -> Result<()> {
+    pub(super) fn map(&mut self, addr: u64, bytes: Vec<u8>) -> Result<()> {
         if let Some(s) = self.overlaps(addr, bytes.len() as u64) {
             return Err(ScenarioError::Invalid(format!(
                 "region {addr:#x}+{:#x} overlaps region at {s:#x}",
@@ -159,7 +159,7 @@ impl Mem {
         }
         Ok(&mut v[off..off + len as usize])
     }
-    fn write(&mut self, addr: u64, bytes: &[u8]) -> Result<()> {
+    pub(super) fn write(&mut self, addr: u64, bytes: &[u8]) -> Result<()> {
         self.slice_mut(addr, bytes.len() as u64)?
             .copy_from_slice(bytes);
         Ok(())
@@ -189,9 +189,10 @@ impl Pool {
     }
 }
 
-struct B<'a> {
-    isf: &'a Isf,
-    mem: Mem,
+/// The layout under construction: mapped regions plus every ISF field written so far.
+pub(super) struct B<'a> {
+    pub(super) isf: &'a Isf,
+    pub(super) mem: Mem,
     /// First write of each distinct (type, path), in order.
     log: Vec<FieldUse>,
     /// Scratch log of the current write and the (type, path) pairs already in `log`: a large
@@ -203,7 +204,7 @@ struct B<'a> {
 
 impl B<'_> {
     /// Sets `ty.path` of the structure at `addr`.
-    fn set(&mut self, addr: u64, ty: &str, path: &str, value: u64) -> Result<()> {
+    pub(super) fn set(&mut self, addr: u64, ty: &str, path: &str, value: u64) -> Result<()> {
         let size = self.isf.type_size(ty)?;
         let buf = self.mem.slice_mut(addr, size)?;
         StructWriter::with_log(self.isf, buf, &mut self.scratch).set(ty, path, value)?;
@@ -219,7 +220,7 @@ impl B<'_> {
         }
         Ok(())
     }
-    fn set_opt(&mut self, addr: u64, ty: &str, path: &str, value: u64) -> Result<()> {
+    pub(super) fn set_opt(&mut self, addr: u64, ty: &str, path: &str, value: u64) -> Result<()> {
         if self.isf.has_field(ty, path) {
             self.set(addr, ty, path, value)?;
         }
@@ -1126,6 +1127,31 @@ pub(super) fn build(sc: &Scenario, root: &Path) -> Result<LayoutReport> {
     )?;
     put(&mut b, "KernelVerifier", 0, 4)?;
 
+    // ---- what every kernel has beside the verifier (KUSER_SHARED_DATA, KdVersionBlock, …)
+    let kernel_anchors = super::system::KernelAnchors {
+        build: manifest.build,
+        kern_base: kbase,
+        ps_loaded_module_list: ps_list,
+        debugger_data_list: ksym("KdpDebuggerDataListHead")?,
+        kd_version_block: ksym("KdVersionBlock").ok(),
+        ke_number_processors: ksym("KeNumberProcessors").ok(),
+        cm_nt_csd_version: ksym("CmNtCSDVersion").ok(),
+        mm_pte_base: ksym("MmPteBase").ok(),
+    };
+    // Besides the regions: the pool range the timeline keeps allocating from, and the per-CPU
+    // pages the machine maps beside the kernel.
+    let per_cpu = crate::sim::kernel::KernelLayout::new(kbase, 1).kpcr(0);
+    let taken = super::system::slots_between(pool_base, b.pool.next.max(pool_base))
+        .chain(super::system::slots_between(per_cpu, per_cpu + 0xFFFF))
+        .collect();
+    let system = super::system::lay_out(
+        &mut b,
+        &kernel_anchors,
+        sc.kernel.self_map_slot.map(|n| n.0),
+        sc.name.as_bytes(),
+        taken,
+    )?;
+
     // ---- KDBG (kd.md §4.2; the type is not in the ISF, so its offsets are the spec's)
     let kdbg = ksym("KdDebuggerDataBlock")?;
     let head = ksym("KdpDebuggerDataListHead")?;
@@ -1153,6 +1179,16 @@ pub(super) fn build(sc: &Scenario, root: &Path) -> Result<LayoutReport> {
     }
     if let Ok(a) = ksym("KiProcessorBlock") {
         patch.push((0x218, a));
+    }
+    for (off, name) in [(0x208, "NtBuildLab"), (0x268, "CmNtCSDVersion")] {
+        if let Ok(a) = ksym(name) {
+            patch.push((off, a));
+        }
+    }
+    // PteBase (a value, 0x360) exists in KDBGs of 0x368 bytes and more; it must agree with the
+    // self-map slot the page tables use.
+    if kernel_anchors.mm_pte_base.is_some() {
+        patch.push((0x360, system.pte_base));
     }
     for (off, v) in patch {
         if off + 8 <= kdbg_size {
@@ -1189,6 +1225,8 @@ pub(super) fn build(sc: &Scenario, root: &Path) -> Result<LayoutReport> {
         break_pc: ksym("RtlpBreakWithStatusInstruction")?,
         build: manifest.build,
         symbols,
+        self_map_slot: system.self_map_slot,
+        runtime: system.runtime,
     };
     Ok(LayoutReport {
         image,

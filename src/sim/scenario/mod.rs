@@ -9,6 +9,7 @@ mod generate;
 pub mod image;
 mod layout;
 mod pe;
+mod system;
 
 use std::path::{Path, PathBuf};
 
@@ -21,6 +22,7 @@ pub use layout::{
     POOL_PAGE_SIGNATURE, SLOT as TRACKER_SLOT,
 };
 pub use pe::{Manifest, ManifestImage};
+pub use system::{csd_version, nt_version, KUSER_SHARED_DATA};
 
 use super::isf::FieldUse;
 
@@ -124,6 +126,11 @@ pub struct KernelSpec {
     /// Number of `_VF_AVL_TABLE`s in `ViTargetDriversAvl` (nodes are spread round-robin). Default 1.
     #[serde(default)]
     pub avl_tables: Option<u32>,
+    /// PML4 slot of the page tables' self-map (`physical.rs`): 0x1ED before Windows 10 1607 (the
+    /// only value allowed there); on later builds a slot in 0x100–0x1FE that no mapped memory
+    /// uses. Default: 0x1ED, or a slot derived from the scenario name.
+    #[serde(default)]
+    pub self_map_slot: Option<Num>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
