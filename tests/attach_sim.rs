@@ -101,6 +101,32 @@ async fn the_win7_seed_table_and_stack() {
     );
 }
 
+/// The reference session's counter line, pulled from the simulated Windows 7 target through the
+/// fixture kernel PDB, where (as in Microsoft's, issue 14) both counters behind it are `volatile`.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_reference_counter_line_is_read_through_volatile_fields() {
+    let report = pull("win7-myfault").await;
+    let text = kdleak::report::text::render(&report, &kdleak::report::text::TextOptions::default());
+    assert!(
+        text.contains("Current nonpaged pool allocations      0xa for 009CE000 bytes\n"),
+        "{text}"
+    );
+    let nt = kdleak::symbols::Pdb::open(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("captures/fixtures/win7-7601/ntkrnlmp.pdb"),
+    )
+    .unwrap();
+    for member in ["CurrentNonPagedPoolAllocations", "NonPagedBytes"] {
+        let field = nt.field("_MM_DRIVER_VERIFIER_DATA", member).unwrap();
+        assert!(field.ty.qualifiers().volatile, "{member}: {field:?}");
+    }
+    assert_eq!(
+        report.verifier.statistics["CurrentNonPagedPoolAllocations"],
+        0xa
+    );
+    assert_eq!(report.verifier.statistics["NonPagedBytes"], 0x9ce000);
+}
+
 /// One allocation without its build-specific addresses: size, tag, caller symbol, stack symbols.
 type LogicalAllocation = (u64, String, String, Vec<String>);
 

@@ -8,7 +8,12 @@
 #     verifier/loader fields is printed;
 #   * the RSDS GUID/age/name in each PE (llvm-readobj --coff-debug-directory) equals the PDB's
 #     (llvm-pdbutil dump -summary, DBI age from the DBI stream header);
-#   * each global/function of manifest.json is an S_PUB32 at the recorded RVA.
+#   * each global/function of manifest.json is an S_PUB32 at the recorded RVA;
+#   * qualifiers: every member ms_qualifiers.py lists as volatile for the build is an LF_MODIFIER
+#     (volatile) in the TPI (through LF_BITFIELD for a bitfield), every other member of the types it
+#     covers is not, and no other member of any type is qualified;
+#   * symbol streams: a "public" PDB (manifest pdb_style) has no S_GDATA32/S_LDATA32/S_GPROC32/
+#     S_LPROC32 anywhere (globals or module streams), a "private" one has its S_GDATA32.
 # Exit status 0 = all checks passed.
 set -eu
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -17,9 +22,11 @@ ISF=${2:-$(dirname "$0")/../isf}
 PDBUTIL=${LLVM_PDBUTIL:-llvm-pdbutil-14}
 READOBJ=${LLVM_READOBJ:-llvm-readobj-14}
 export PDBUTIL READOBJ
-exec python3 - "$FIX" "$ISF" <<'PYEOF'
+exec python3 - "$FIX" "$ISF" "$HERE" <<'PYEOF'
 import json, lzma, os, re, subprocess, sys
 fixdir, isfdir = sys.argv[1], sys.argv[2]
+sys.path.insert(0, sys.argv[3])
+import ms_qualifiers
 PDBUTIL, READOBJ = os.environ["PDBUTIL"], os.environ["READOBJ"]
 SAMPLE = [
     ("_MM_DRIVER_VERIFIER_DATA", f) for f in ("Level", "RaiseIrqls", "AllocationsAttempted",
@@ -43,7 +50,10 @@ SAMPLE = [
 def sh(*cmd):
     return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
 
+qualifiers = {}
+
 def parse_types(pdb):
+    qualifiers.clear()
     txt = sh(PDBUTIL, "dump", "-types", pdb)
     recs = {}
     for m in re.finditer(r"^\s+0x([0-9A-F]+) \| (LF_\w+) \[size = \d+\](.*?)(?=^\s+0x[0-9A-F]+ \| |\Z)", txt, re.M | re.S):
@@ -66,7 +76,12 @@ def parse_types(pdb):
                 if t in recs and recs[t][0] == "LF_BITFIELD":
                     b = re.search(r"bit offset = (\d+), # bits = (\d+)", recs[t][1])
                     bf = (int(b.group(1)), int(b.group(2)))
+                    t = int(re.search(r"type = 0x([0-9A-F]+)", recs[t][1]).group(1), 16)
+                mods = ""
+                if t in recs and recs[t][0] == "LF_MODIFIER":
+                    mods = re.search(r"modifiers = ([\w |]+)", recs[t][1]).group(1).strip()
                 members[mm.group(1)] = (int(mm.group(3)), bf)
+                qualifiers.setdefault(name, {})[mm.group(1)] = mods
         types.setdefault(name, (kind, size, members))
     return types
 
@@ -131,6 +146,23 @@ for label in sorted(os.listdir(fixdir)):
         shown += 1
         print("  %-4s %s.%s pdb=%s isf=%s" % ("ok" if ok else "FAIL", tn, fn,
               hex(got[0]) if got else None, hex(isf_off) if isf_off is not None else "(supplemental)"))
+    table = ms_qualifiers.table(man["build"])
+    nvol = 0
+    for tn, members in qualifiers.items():
+        covered = table.get(tn)
+        for fn, mods in members.items():
+            want = "volatile" if covered is not None and fn in covered else ""
+            if mods != want:
+                fails.append("qualifier %s.%s: pdb %r, Microsoft %r" % (tn, fn, mods, want))
+            nvol += mods == "volatile"
+    for tn, members in table.items():
+        if tn not in qualifiers:
+            fails.append("qualifier table type %s missing from TPI" % tn)
+    print("  %-4s qualifiers: %d volatile members (table: %d) in %d covered types" % (
+        "ok" if not any(f.startswith("qualifier") for f in fails) else "FAIL", nvol,
+        sum(len(m) for m in table.values()), len(table)))
+    print("  sample: _MM_DRIVER_VERIFIER_DATA.CurrentNonPagedPoolAllocations is %r" %
+          qualifiers.get("_MM_DRIVER_VERIFIER_DATA", {}).get("CurrentNonPagedPoolAllocations"))
     for img, ent in man["files"].items():
         g, a, n = rsds(os.path.join(d, img))
         pg, dbi_age, pdb_age = pdb_ids(os.path.join(d, ent["pdb"]))
@@ -151,6 +183,14 @@ for label in sorted(os.listdir(fixdir)):
                 bad += 1; fails.append("public %s %s" % (img, sn))
         print("  %-4s %s: %d publics at manifest RVAs" % ("ok" if not bad else "FAIL", img,
               sum(1 for v in ent["symbols"].values() if v)))
+        syms = sh(PDBUTIL, "dump", "-globals", "-symbols", os.path.join(d, ent["pdb"]))
+        private = len(re.findall(r"\b(S_GDATA32|S_LDATA32|S_GPROC32|S_LPROC32)\b", syms))
+        style = ent.get("pdb_style")
+        ok = (style == "public" and private == 0) or (style == "private" and private > 0)
+        print("  %-4s %s: %s-style, %d private data/procedure records" % (
+            "ok" if ok else "FAIL", ent["pdb"], style, private))
+        if not ok:
+            fails.append("symbol streams %s (%s, %d private records)" % (ent["pdb"], style, private))
     for f in fails[:30]:
         print("  MISMATCH", f)
     total_fail += len(fails)

@@ -20,6 +20,9 @@ import subprocess
 import sys
 import tempfile
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import ms_qualifiers  # noqa: E402  (the volatile members of Microsoft's PDBs, with sources)
+
 CLANG = os.environ.get("CLANG", "clang-14")
 LLD = os.environ.get("LLD_LINK", "lld-link-14")
 PDBUTIL = os.environ.get("LLVM_PDBUTIL", "llvm-pdbutil-14")
@@ -133,8 +136,15 @@ def supplemental_types(kdbg_size):
 
 # --------------------------------------------------------------------------- ISF -> C
 class CGen:
-    def __init__(self, isf, extra_types):
+    def __init__(self, isf, extra_types, volatile=None):
         self.ut = dict(isf["user_types"])
+        # {type: set(member)}: members Microsoft's PDB declares volatile (ms_qualifiers.py); clang
+        # writes each as LF_MODIFIER (LF_BITFIELD over LF_MODIFIER for a bitfield), as MSVC does.
+        self.volatile = volatile or {}
+        for ty, members in self.volatile.items():
+            missing = members - set(self.ut.get(ty, {}).get("fields", {}))
+            if missing:
+                raise SystemExit("ms_qualifiers: %s has no member(s) %s in this ISF" % (ty, sorted(missing)))
         self.supplemental = []
         for n, v in extra_types.items():
             if n not in self.ut:
@@ -211,7 +221,15 @@ class CGen:
         s += ["unsigned char : 8;"] * r
         return s
 
-    def items(self, fields):
+    def qualified(self, ty, fn, t):
+        """`volatile ` when Microsoft declares member `fn` of `ty` volatile, else ``."""
+        if fn not in self.volatile.get(ty, ()):
+            return ""
+        if t["kind"] == "pointer":
+            raise SystemExit("ms_qualifiers: volatile pointer member %s.%s is not modelled" % (ty, fn))
+        return "volatile "
+
+    def items(self, fields, ty=None):
         """Group ISF fields into layout items: plain members or bitfield storage units."""
         plain, units = [], {}
         for idx, (fn, fv) in enumerate(fields.items()):
@@ -221,7 +239,7 @@ class CGen:
                 units.setdefault(key, []).append((t["bit_position"], t["bit_length"], fn, t["type"], idx))
             else:
                 plain.append({"off": fv["offset"], "end": fv["offset"] + self.tsize(t), "idx": idx,
-                              "lines": [self.decl(t, fn) + ";"]})
+                              "lines": [self.qualified(ty, fn, t) + self.decl(t, fn) + ";"]})
         for (off, usz), bfs in units.items():
             bfs.sort()
             # split into non-overlapping runs (overlapping bits -> separate lanes)
@@ -243,7 +261,7 @@ class CGen:
                         utype = {1: "unsigned char", 2: "unsigned short", 4: "unsigned int", 8: "unsigned long long"}[usz]
                     if bp > pos:
                         lines.append("%s : %d;" % (utype, bp - pos))
-                    lines.append("%s %s : %d;" % (tn, fn, bl))
+                    lines.append("%s%s %s : %d;" % (self.qualified(ty, fn, bt), tn, fn, bl))
                     pos = bp + bl
                 if pos < usz * 8:
                     lines.append("%s : %d;" % (utype, usz * 8 - pos))
@@ -312,7 +330,7 @@ class CGen:
                 self.emit_type(d)
         self.busy.discard(name)
         kind = ty["kind"]
-        items = self.items(ty["fields"])
+        items = self.items(ty["fields"], name)
         out = ["%s %s {" % (kind, cname(name))]
         if kind == "union":
             # each lane becomes a member of the union (anonymous struct if it needs padding)
@@ -594,6 +612,9 @@ struct _LEAKY_STATE LeakyState = { 0, 0, 0x796b614c /* 'Laky' */ };
 }
 DRIVER_IMPORTS = ["IoCreateDevice", "IoDeleteDevice", "IofCompleteRequest"]
 
+# public: S_PUB32 only (types, if any, in the TPI); private: also S_GDATA32 and a module stream.
+PDB_STYLE = {"ntkrnlmp.pdb": "public", "myfault.pdb": "public", "leaky.pdb": "private"}
+
 
 # --------------------------------------------------------------------------- build helpers
 CFLAGS = ["--target=x86_64-pc-windows-msvc", "-c", "-g", "-gcodeview", "-O1", "-ffreestanding",
@@ -601,6 +622,11 @@ CFLAGS = ["--target=x86_64-pc-windows-msvc", "-c", "-g", "-gcodeview", "-O1", "-
           "-fdebug-compilation-dir=C:\\src", "-fcoverage-compilation-dir=C:\\src",
           "-Wno-microsoft-fixed-enum", "-Wno-fixed-enum-extension", "-Wno-gnu-empty-struct",
           "-Wno-pragma-pack"]
+
+# A TU whose PDB records should be only S_PUB32 (lld writes one for every external it links):
+# no debug info at all.
+CFLAGS_PUBLIC = [f for f in CFLAGS if f not in ("-g", "-gcodeview", "-fno-eliminate-unused-debug-types",
+                                                "-fstandalone-debug")]
 
 # assembly: no -g (it would add DWARF .debug_* sections to the image)
 ASFLAGS = ["--target=x86_64-pc-windows-msvc", "-c"]
@@ -724,7 +750,7 @@ def main():
         kdbg_size = max(0x340, min(0x380, (nxt - adr) & ~7))
     kbase = a.kernel_base or (0xFFFFF80002A00000 if build < 9200 else 0xFFFFF80312400000)
 
-    cg = CGen(isf, supplemental_types(kdbg_size))
+    cg = CGen(isf, supplemental_types(kdbg_size), ms_qualifiers.volatile_members(build))
     types_c = cg.generate()
     kc, globs = kernel_c(isf, build, kdbg_size, cg, types_c)
     kasm, kfuncs = kernel_functions(isf)
@@ -732,15 +758,21 @@ def main():
     os.makedirs(a.outdir, exist_ok=True)
     work = tempfile.mkdtemp(prefix="kdleak-fixgen-")
     try:
-        files = {"nt_types_data.c": kc, "nt_code.s": kasm, "myfault_code.s": myfault_asm(),
-                 "myfault_data.c": DRIVER_C["myfault"], "leaky_code.s": leaky_asm(),
-                 "leaky_data.c": DRIVER_C["leaky"]}
-        for n, t in files.items():
+        # Symbol streams as Microsoft ships them (README "Symbol streams"): the kernel's types come
+        # from a TU that defines no object (TPI + S_UDT only); its globals from a TU without debug
+        # info, so the PDB names them only through S_PUB32, untyped, like the public ntkrnlmp.pdb.
+        # myfault (a Microsoft driver) is public too; leaky (a third-party driver) stays private
+        # (S_GDATA32 with its type, a module symbol stream).
+        files = {"nt_types.c": (types_c, CFLAGS), "nt_data.c": (kc, CFLAGS_PUBLIC),
+                 "nt_code.s": (kasm, ASFLAGS), "myfault_code.s": (myfault_asm(), ASFLAGS),
+                 "myfault_data.c": (DRIVER_C["myfault"], CFLAGS_PUBLIC),
+                 "leaky_code.s": (leaky_asm(), ASFLAGS), "leaky_data.c": (DRIVER_C["leaky"], CFLAGS)}
+        for n, (t, _) in files.items():
             with open(os.path.join(work, n), "w") as f:
                 f.write(t)
-        for n in files:
+        for n, (_, flags) in files.items():
             obj = n.rsplit(".", 1)[0] + ".obj"
-            run([CLANG] + (CFLAGS if n.endswith(".c") else ASFLAGS) + [n, "-o", obj], work)
+            run([CLANG] + flags + [n, "-o", obj], work)
         exports = ["/export:" + e + (",data" if e in ("PsLoadedModuleList", "NtBuildNumber") else "")
                    for e in KERNEL_EXPORTS + ["IoCreateDevice", "IoDeleteDevice", "IofCompleteRequest"]]
         # the three I/O manager exports are aliases to real code so drivers can import them
@@ -748,7 +780,7 @@ def main():
         with open(os.path.join(work, "nt_io.s"), "w") as f:
             f.write(stubs)
         run([CLANG] + ASFLAGS + ["nt_io.s", "-o", "nt_io.obj"], work)
-        link(work, ["nt_code.obj", "nt_io.obj", "nt_types_data.obj"], "ntoskrnl.exe", "ntkrnlmp.pdb",
+        link(work, ["nt_code.obj", "nt_io.obj", "nt_types.obj", "nt_data.obj"], "ntoskrnl.exe", "ntkrnlmp.pdb",
              hex(kbase), "KiSystemStartup", ["/fixed", "/implib:ntoskrnl.lib"] + exports)
         link(work, ["myfault_code.obj", "myfault_data.obj", "ntoskrnl.lib"], "myfault.sys", "myfault.pdb",
              "0xfffff8800447c000", "DriverEntry", ["/driver"])
@@ -770,7 +802,7 @@ def main():
             pi = pe_info(os.path.join(a.outdir, img))
             pubs = pdb_publics(os.path.join(a.outdir, pdb), pi["sections"])
             ps = pdb_summary(os.path.join(a.outdir, pdb))
-            ent = {"pdb": pdb, "rsds": pi["rsds"], "pdb_guid": ps["guid"], "pdb_age": ps["age"],
+            ent = {"pdb": pdb, "pdb_style": PDB_STYLE[pdb], "rsds": pi["rsds"], "pdb_guid": ps["guid"], "pdb_age": ps["age"],
                    "pdb_dbi_age": pdb_dbi_age(os.path.join(a.outdir, pdb)),
                    "image_base": "0x%x" % pi["image_base"], "size_of_image": pi["size_of_image"],
                    "timestamp": pi["timestamp"],
@@ -789,6 +821,9 @@ def main():
                     ent["symbols"][n] = None
             manifest["files"][img] = ent
         manifest["global_types"] = {g[0]: g[1] for g in globs}
+        # What ms_qualifiers.py says Microsoft's PDB declares volatile, for every type it covers on
+        # this build (empty list: covered, nothing volatile); tests check the PDB against it.
+        manifest["volatile_members"] = ms_qualifiers.table(build)
         with open(os.path.join(a.outdir, "manifest.json"), "w") as f:
             json.dump(manifest, f, indent=1, sort_keys=True)
             f.write("\n")
