@@ -13,6 +13,7 @@
 //! ```
 
 pub mod cache_dir;
+pub mod dt;
 pub mod error;
 pub mod http;
 pub mod identity;

@@ -521,6 +521,11 @@ impl TypeTable {
         self.leaves.len()
     }
 
+    /// The PDB this table was read from (for error messages).
+    pub fn path(&self) -> &Path {
+        &self.pdb
+    }
+
     pub fn is_empty(&self) -> bool {
         self.leaves.is_empty()
     }
@@ -1073,6 +1078,61 @@ mod tests {
             }),
         };
         assert_eq!(pointer(function, Qualifiers::NONE).describe(), "long (*)()");
+    }
+
+    /// `_LOOP` embeds itself (no valid PDB does; a corrupt one may); `_WIDE` has 500 members of
+    /// `_ALSO_WIDE`, which has 500 of `_LOOP`.
+    fn hostile_table() -> TypeTable {
+        let many = |ty: u32| (0..500).map(|i| member(&format!("m{i}"), 0, ty)).collect();
+        let leaves = vec![
+            /* 0x1000 */
+            Leaf::FieldList {
+                members: vec![member("again", 0, 0x1001), member("x", 0, 0x74)],
+                continuation: None,
+            },
+            /* 0x1001 */ record(RecordKind::Struct, "_LOOP", 4, Some(0x1000), false),
+            /* 0x1002 */
+            Leaf::FieldList {
+                members: many(0x1001),
+                continuation: None,
+            },
+            /* 0x1003 */ record(RecordKind::Struct, "_ALSO_WIDE", 4, Some(0x1002), false),
+            /* 0x1004 */
+            Leaf::FieldList {
+                members: many(0x1003),
+                continuation: None,
+            },
+            /* 0x1005 */ record(RecordKind::Struct, "_WIDE", 4, Some(0x1004), false),
+        ];
+        let mut by_name = HashMap::new();
+        by_name.insert("_LOOP".to_string(), 0x1001);
+        by_name.insert("_ALSO_WIDE".to_string(), 0x1003);
+        by_name.insert("_WIDE".to_string(), 0x1005);
+        TypeTable {
+            pdb: PathBuf::from("hostile.pdb"),
+            first: 0x1000,
+            leaves,
+            by_name,
+        }
+    }
+
+    #[test]
+    fn walking_into_records_ends_on_cycles_and_huge_expansions() {
+        use crate::symbols::dt;
+        let t = hostile_table();
+        let looped = dt::layout(&t, "_LOOP", dt::MAX_RECURSION).unwrap();
+        let members = looped.members.unwrap();
+        assert_eq!(members[0].name, "again");
+        assert!(
+            members[0].members.is_none(),
+            "a record is not walked into from inside itself"
+        );
+        assert!(dt::layout(&t, "_WIDE", 0).is_ok());
+        let err = dt::layout(&t, "_WIDE", 1).unwrap_err().to_string();
+        assert!(
+            err.contains("hostile.pdb") && err.contains("smaller -r"),
+            "{err}"
+        );
     }
 
     const VOLATILE: Qualifiers = Qualifiers {
