@@ -1,12 +1,12 @@
 //! `kdleak types`: WinDbg's `dt` on a PDB, offline — a structure's layout as this host reads it
 //! (README "`kdleak types`"). The rendering is `kdleak::symbols::dt`; this is the command line.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use kdleak::symbols::{dt, Pdb, PdbId, RecordKind, SymbolError, Symbols};
+use kdleak::symbols::{dt, Pdb, PdbId, SymbolError, SymbolOptions, Symbols};
 
 use super::{Format, SymbolArgs};
 
@@ -110,10 +110,11 @@ fn parse_age(text: &str) -> Result<u32> {
     parsed.with_context(|| format!("--age {text}: not a number (decimal, or hex with 0x)"))
 }
 
-/// Where the PDB comes from and which type to show.
+/// Where the PDB comes from.
 enum Source {
     File(PathBuf),
-    Store(PdbId),
+    /// Through the symbol path: a malformed one was a usage error before anything was opened.
+    Store(PdbId, SymbolOptions),
 }
 
 fn source(args: &TypesArgs) -> Result<(Source, String)> {
@@ -153,95 +154,83 @@ fn source(args: &TypesArgs) -> Result<(Source, String)> {
                 guid: parse_guid(guid)?,
                 age: parse_age(age)?,
             };
-            Ok((Source::Store(id), type_name.to_string()))
+            Ok((
+                Source::Store(id, args.symbols.options()?),
+                type_name.to_string(),
+            ))
         }
     }
 }
 
-fn open(
-    source: &Source,
-    options: Option<kdleak::symbols::SymbolOptions>,
-) -> std::result::Result<Arc<Pdb>, SymbolError> {
-    match (source, options) {
-        (Source::Store(id), Some(options)) => Symbols::new(options).load_id(id),
-        (Source::Store(id), None) => unreachable!("{id}: options are read for a store source"),
-        (Source::File(path), _) => Pdb::open(path).map(Arc::new),
+fn open(source: Source) -> std::result::Result<Arc<Pdb>, SymbolError> {
+    match source {
+        Source::Store(id, options) => Symbols::new(options).load_id(&id),
+        Source::File(path) => Pdb::open(&path).map(Arc::new),
     }
 }
 
-/// What the command prints, or the symbol error that stops it (exit 4, or 2 for a bad symbol
-/// path).
+fn pretty(doc: &impl serde::Serialize) -> String {
+    let text = serde_json::to_string_pretty(doc).expect("plain data serializes");
+    format!("{text}\n")
+}
+
+/// What the command prints: the layout of `type_name`, or the names matching it when it has
+/// `*`/`?` (none matching is a missing type, exit 4).
 fn render(
     pdb: &Pdb,
     type_name: &str,
     args: &TypesArgs,
 ) -> std::result::Result<String, SymbolError> {
     let table = pdb.types()?;
-    let depth = usize::from(args.recurse.unwrap_or(0));
-    let described = |path: &Path| path.display().to_string();
     if dt::is_pattern(type_name) {
         let found = dt::matching(&table, type_name);
+        if found.is_empty() {
+            return Err(SymbolError::TypeNotFound {
+                pdb: pdb.path().to_path_buf(),
+                type_name: type_name.to_string(),
+            });
+        }
         return Ok(match args.format {
             Format::Text => found
                 .iter()
                 .map(|(name, _, _)| format!("          {name}\n"))
                 .collect(),
-            Format::Json => {
-                let doc = JsonList {
-                    schema_version: 1,
-                    pdb: described(pdb.path()),
-                    pattern: type_name,
-                    types: found
-                        .into_iter()
-                        .map(|(name, kind, size)| dt::TypeLayout {
-                            name,
-                            kind: match kind {
-                                RecordKind::Struct => "struct",
-                                RecordKind::Union => "union",
-                            },
-                            size,
-                            members: None,
-                        })
-                        .collect(),
-                };
-                format!(
-                    "{}\n",
-                    serde_json::to_string_pretty(&doc).expect("JSON values")
-                )
-            }
+            Format::Json => pretty(&JsonList {
+                schema_version: 1,
+                pdb: pdb.path().display().to_string(),
+                pattern: type_name,
+                types: found
+                    .into_iter()
+                    .map(|(name, kind, size)| dt::TypeLayout {
+                        name,
+                        kind: dt::kind_word(kind),
+                        size,
+                        members: None,
+                    })
+                    .collect(),
+            }),
         });
     }
-    let result = match args.format {
-        Format::Text => dt::layout(&table, type_name, depth).map(|l| dt::render_text(&l)),
-        Format::Json => dt::layout(&table, type_name, depth).map(|layout| {
-            let doc = JsonDoc {
-                schema_version: 1,
-                pdb: described(pdb.path()),
-                guid: &pdb.id().guid,
-                age: pdb.id().age,
-                layout,
-            };
-            format!(
-                "{}\n",
-                serde_json::to_string_pretty(&doc).expect("JSON values")
-            )
+    let layout = dt::layout(&table, type_name, usize::from(args.recurse.unwrap_or(0)))?;
+    Ok(match args.format {
+        Format::Text => dt::render_text(&layout),
+        Format::Json => pretty(&JsonDoc {
+            schema_version: 1,
+            pdb: pdb.path().display().to_string(),
+            guid: &pdb.id().guid,
+            age: pdb.id().age,
+            layout,
         }),
-    };
-    result
+    })
 }
 
 pub fn run(args: TypesArgs) -> Result<ExitCode> {
     let (source, type_name) = source(&args)?;
-    // A malformed symbol path is a usage error (exit 2), found before anything is opened.
-    let options = match source {
-        Source::Store(_) => Some(args.symbols.options()?),
-        Source::File(_) => None,
-    };
     let failed = |error: SymbolError| {
         eprintln!("kdleak: error: {error}");
         Ok(ExitCode::from(error.exit_code() as u8))
     };
-    let pdb = match open(&source, options) {
+    let pdb = match open(source) {
         Ok(pdb) => pdb,
         Err(error) => return failed(error),
     };

@@ -90,7 +90,8 @@ pub fn windbg_type(ty: &TypeDesc, bitfield: Option<Bitfield>) -> String {
     }
 }
 
-fn kind_word(kind: RecordKind) -> &'static str {
+/// `struct` or `union`, as `dt -v` and the JSON say it.
+pub fn kind_word(kind: RecordKind) -> &'static str {
     match kind {
         RecordKind::Struct => "struct",
         RecordKind::Union => "union",
