@@ -407,7 +407,9 @@ fn primitive(index: u32) -> TypeDesc {
     let (name, size) = match kind {
         0x03 => ("void", 0),
         0x08 => ("HRESULT", 4),
-        0x10 => ("char", 1),
+        // cvinfo.h: T_CHAR (0x10) is "8 bit signed", what MSVC writes for `signed char`; T_RCHAR
+        // (0x70) is plain `char` (llvm-pdbutil names them the same way).
+        0x10 => ("signed char", 1),
         0x20 => ("unsigned char", 1),
         0x68 => ("signed char", 1),
         0x69 => ("unsigned char", 1),
@@ -1133,6 +1135,17 @@ mod tests {
             err.contains("hostile.pdb") && err.contains("smaller -r"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn primitive_names_follow_cvinfo() {
+        let name = |index| primitive(index).describe();
+        assert_eq!(name(0x10), "signed char"); // T_CHAR
+        assert_eq!(name(0x70), "char"); // T_RCHAR
+        assert_eq!(name(0x20), "unsigned char"); // T_UCHAR
+        assert_eq!(name(0x0622), "unsigned long *"); // T_64PULONG
+        assert_eq!(primitive(0x0622).size(), 8);
+        assert_eq!(primitive(0x0422).size(), 4); // T_32PULONG
     }
 
     const VOLATILE: Qualifiers = Qualifiers {
