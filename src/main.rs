@@ -17,6 +17,8 @@ use kdleak::sim::{
 use kdleak::stop::StopOptions;
 use kdproto::kdnet::Key;
 
+mod types_cmd;
+
 #[derive(Parser)]
 #[command(
     name = "kdleak",
@@ -47,6 +49,9 @@ enum Command {
     Info(Box<InfoArgs>),
     /// Run a simulated Windows target until Ctrl-C, for testing hosts, or write a crash dump of it.
     Sim(Box<SimArgs>),
+    /// Show a structure's layout from a PDB, like WinDbg's `dt`: offsets, names, types with
+    /// qualifiers, bitfields (`kdleak types ntkrnlmp.pdb _MM_DRIVER_VERIFIER_DATA`).
+    Types(Box<types_cmd::TypesArgs>),
 }
 
 #[derive(clap::Args)]
@@ -197,6 +202,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Info(args) => run_info(*args),
         Command::Watch(args) => run_watch(*args),
         Command::Sim(args) => run_sim(*args),
+        Command::Types(args) => types_cmd::run(*args),
     }
 }
 

@@ -13,6 +13,7 @@
 //! ```
 
 pub mod cache_dir;
+pub mod dt;
 pub mod error;
 pub mod http;
 pub mod identity;
@@ -33,4 +34,6 @@ pub use pdbfile::Pdb;
 pub use resolver::{SymbolOptions, Symbols};
 pub use symbolize::{module_display_name, AddressSpace};
 pub use sympath::{Element, SymbolPath, Upstream};
-pub use types::{Bitfield, Field, Qualifiers, RecordKind, TypeDesc};
+pub use types::{
+    Bitfield, Field, MemberInfo, Qualifiers, RecordInfo, RecordKind, TypeDesc, TypeTable,
+};

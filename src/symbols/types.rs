@@ -103,7 +103,8 @@ pub enum TypeDesc {
         count: u64,
         size: u64,
     },
-    Function,
+    /// A function type (what a function pointer points to); `returns` is its return type.
+    Function { returns: Box<TypeDesc> },
 }
 
 impl TypeDesc {
@@ -113,7 +114,7 @@ impl TypeDesc {
             | TypeDesc::Record { size, .. }
             | TypeDesc::Pointer { size, .. }
             | TypeDesc::Array { size, .. } => *size,
-            TypeDesc::Function => 0,
+            TypeDesc::Function { .. } => 0,
         }
     }
 
@@ -124,7 +125,7 @@ impl TypeDesc {
             | TypeDesc::Record { qualifiers, .. }
             | TypeDesc::Pointer { qualifiers, .. } => *qualifiers,
             TypeDesc::Array { element, .. } => element.qualifiers(),
-            TypeDesc::Function => Qualifiers::NONE,
+            TypeDesc::Function { .. } => Qualifiers::NONE,
         }
     }
 
@@ -172,16 +173,24 @@ impl TypeDesc {
                 count,
                 size,
             },
-            TypeDesc::Function => TypeDesc::Function,
+            function @ TypeDesc::Function { .. } => function,
         }
     }
 
     /// The type as C writes it, qualifiers kept: `volatile unsigned long`,
-    /// `unsigned long *volatile`, `const unsigned char[6]`.
+    /// `unsigned long *volatile`, `const unsigned char[6]`, `unsigned char[2][3]`,
+    /// `unsigned char (*)[6]`, `long (*)()`.
     pub fn describe(&self) -> String {
-        let prefixed = |name: &str, q: Qualifiers| match q.words() {
-            w if w.is_empty() => name.to_string(),
-            w => format!("{w} {name}"),
+        self.declare(String::new())
+    }
+
+    /// C's inside-out declarator syntax: `inner` is what has been declared around this type so
+    /// far (`*`, `[3]`, `(*)`), without a name.
+    fn declare(&self, inner: String) -> String {
+        let joined = |left: String, inner: &str| match inner {
+            "" => left,
+            i if i.starts_with('[') => left + i,
+            i => format!("{left} {i}"),
         };
         match self {
             TypeDesc::Base {
@@ -189,17 +198,58 @@ impl TypeDesc {
             }
             | TypeDesc::Record {
                 name, qualifiers, ..
-            } => prefixed(name, *qualifiers),
+            } => {
+                let left = match qualifiers.words() {
+                    w if w.is_empty() => name.clone(),
+                    w => format!("{w} {name}"),
+                };
+                joined(left, &inner)
+            }
             TypeDesc::Pointer {
                 target, qualifiers, ..
-            } => match qualifiers.words() {
-                w if w.is_empty() => format!("{} *", target.describe()),
-                w => format!("{} *{w}", target.describe()),
-            },
-            TypeDesc::Array { element, count, .. } => format!("{}[{count}]", element.describe()),
-            TypeDesc::Function => "a function".into(),
+            } => {
+                let mut star = format!("*{}", qualifiers.words());
+                if !inner.is_empty() {
+                    if !qualifiers.is_empty() {
+                        star.push(' ');
+                    }
+                    star.push_str(&inner);
+                }
+                match **target {
+                    TypeDesc::Array { .. } | TypeDesc::Function { .. } => {
+                        target.declare(format!("({star})"))
+                    }
+                    _ => target.declare(star),
+                }
+            }
+            TypeDesc::Array { element, count, .. } => element.declare(format!("{inner}[{count}]")),
+            TypeDesc::Function { returns } => returns.declare(format!("{inner}()")),
         }
     }
+}
+
+/// One structure or union record of a type stream ([`TypeTable::records`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordInfo {
+    /// The record's type index.
+    pub index: u32,
+    pub kind: RecordKind,
+    pub name: String,
+    /// `sizeof`; 0 for a forward reference.
+    pub size: u64,
+    /// A forward reference (no members); [`TypeTable::definition`] finds what it stands for.
+    pub forward: bool,
+}
+
+/// A direct member of a record ([`TypeTable::members_at`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberInfo {
+    pub name: String,
+    /// Offset from the start of the record that declares it.
+    pub field: Field,
+    /// The definition of the record this member holds in place (itself or as array elements),
+    /// by index: names of anonymous records repeat, so walking into a member goes by index.
+    pub embeds: Option<u32>,
 }
 
 /// A field resolved by its dotted path from the outermost type.
@@ -255,7 +305,9 @@ enum Leaf {
         name: String,
         underlying: u32,
     },
-    Procedure,
+    Procedure {
+        returns: Option<u32>,
+    },
     Other,
 }
 
@@ -338,7 +390,12 @@ fn convert(data: TypeData<'_>) -> Leaf {
             name: e.name.to_string().into_owned(),
             underlying: e.underlying_type.0,
         },
-        TypeData::Procedure(_) | TypeData::MemberFunction(_) => Leaf::Procedure,
+        TypeData::Procedure(p) => Leaf::Procedure {
+            returns: p.return_type.map(|t| t.0),
+        },
+        TypeData::MemberFunction(f) => Leaf::Procedure {
+            returns: Some(f.return_type.0),
+        },
         _ => Leaf::Other,
     }
 }
@@ -350,7 +407,9 @@ fn primitive(index: u32) -> TypeDesc {
     let (name, size) = match kind {
         0x03 => ("void", 0),
         0x08 => ("HRESULT", 4),
-        0x10 => ("char", 1),
+        // cvinfo.h: T_CHAR (0x10) is "8 bit signed", what MSVC writes for `signed char`; T_RCHAR
+        // (0x70) is plain `char` (llvm-pdbutil names them the same way).
+        0x10 => ("signed char", 1),
         0x20 => ("unsigned char", 1),
         0x68 => ("signed char", 1),
         0x69 => ("unsigned char", 1),
@@ -462,6 +521,11 @@ impl TypeTable {
 
     pub fn len(&self) -> usize {
         self.leaves.len()
+    }
+
+    /// The PDB this table was read from (for error messages).
+    pub fn path(&self) -> &Path {
+        &self.pdb
     }
 
     pub fn is_empty(&self) -> bool {
@@ -596,7 +660,10 @@ impl TypeTable {
                 size: self.describe_depth(*underlying, depth + 1).size(),
                 qualifiers: Qualifiers::NONE,
             },
-            Some(Leaf::Procedure) => TypeDesc::Function,
+            Some(Leaf::Procedure { returns }) => TypeDesc::Function {
+                // No return type (index 0) is how CodeView writes `void`.
+                returns: Box::new(self.describe_depth(returns.unwrap_or(0x03), depth + 1)),
+            },
             _ => TypeDesc::Base {
                 name: format!("<type {index:#x}>"),
                 size: 0,
@@ -624,15 +691,83 @@ impl TypeTable {
     /// The direct members of record `name` (anonymous members flattened as the PDB has them),
     /// in declaration order: (name, field).
     pub fn members_of(&self, name: &str) -> Result<Vec<(String, Field)>> {
-        let index = self.find(name)?;
-        let fields = match self.leaf(index) {
+        Ok(self
+            .members_at(self.find(name)?)?
+            .into_iter()
+            .map(|m| (m.name, m.field))
+            .collect())
+    }
+
+    /// Every structure and union record of the type stream, forward references included, in
+    /// index order. Names repeat: a forward reference shares its definition's name, and a PDB
+    /// may define one name several times (every `_KPRCB::<unnamed-tag>` of a kernel PDB, a type
+    /// defined differently in two translation units); lookups by name use the first definition.
+    pub fn records(&self) -> impl Iterator<Item = RecordInfo> + '_ {
+        (0..self.leaves.len() as u32).filter_map(|i| self.record(self.first + i))
+    }
+
+    /// The structure or union record at `index`, if that is one.
+    pub fn record(&self, index: u32) -> Option<RecordInfo> {
+        match self.leaf(index)? {
+            Leaf::Record {
+                kind,
+                name,
+                size,
+                forward,
+                ..
+            } => Some(RecordInfo {
+                index,
+                kind: *kind,
+                name: name.clone(),
+                size: *size,
+                forward: *forward,
+            }),
+            _ => None,
+        }
+    }
+
+    /// The definition a record stands for: a definition itself, or for a forward reference
+    /// the first definition of its name (`None` when the PDB has none, or `index` is no record).
+    pub fn definition(&self, index: u32) -> Option<u32> {
+        let record = self.record(index)?;
+        if !record.forward {
+            return Some(index);
+        }
+        let def = *self.by_name.get(&record.name)?;
+        self.record(def).map(|_| def)
+    }
+
+    /// The direct members of the record at `index` (a forward reference: of its definition),
+    /// in declaration order, each with the record it embeds (for walking into it).
+    pub fn members_at(&self, index: u32) -> Result<Vec<MemberInfo>> {
+        let def = self.definition(index).unwrap_or(index);
+        let fields = match self.leaf(def) {
             Some(Leaf::Record { fields, .. }) => *fields,
             _ => return Err(self.bad(index, "not a structure or union")),
         };
-        self.members(fields)?
+        Ok(self
+            .members(fields)?
             .into_iter()
-            .map(|m| Ok((m.name.clone(), self.field_of(m, 0))))
-            .collect()
+            .map(|m| MemberInfo {
+                name: m.name.clone(),
+                field: self.field_of(m, 0),
+                embeds: self.embedded_record(m.ty),
+            })
+            .collect())
+    }
+
+    /// The definition of the record a member of type `index` holds in place: itself, or as
+    /// the elements of (nested) arrays. Pointers and bitfields embed nothing.
+    fn embedded_record(&self, mut index: u32) -> Option<u32> {
+        for _ in 0..MAX_DEPTH {
+            index = self.resolve(index);
+            match self.leaf(index)? {
+                Leaf::Array { element, .. } => index = *element,
+                Leaf::Record { forward: false, .. } => return Some(index),
+                _ => return None,
+            }
+        }
+        None
     }
 
     fn field_of(&self, m: &Member, base: u64) -> Field {
@@ -861,6 +996,156 @@ mod tests {
             err.contains("t.pdb") && err.contains("_OUTER") && err.contains("zz"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn records_are_listed_by_index_and_forward_references_lead_to_definitions() {
+        let t = table();
+        let listed: Vec<(u32, &str, bool)> = t
+            .records()
+            .map(|r| {
+                (
+                    r.index,
+                    if r.forward { "fwd" } else { "def" },
+                    r.kind == RecordKind::Union,
+                )
+            })
+            .collect();
+        assert_eq!(
+            listed,
+            [
+                (0x1000, "fwd", false),
+                (0x1003, "def", false),
+                (0x1005, "def", true),
+                (0x100a, "def", false)
+            ]
+        );
+        assert_eq!(t.definition(0x1000), Some(0x1003));
+        assert_eq!(t.definition(0x1003), Some(0x1003));
+        assert_eq!(t.definition(0x1006), None, "a pointer is no record");
+        let members = t.members_at(0x100a).unwrap();
+        let embeds: Vec<(&str, Option<u32>)> = members
+            .iter()
+            .map(|m| (m.name.as_str(), m.embeds))
+            .collect();
+        // the anonymous union and the array of _INNER are walked into by index; a pointer is not
+        assert_eq!(
+            embeds,
+            [
+                ("x", None),
+                ("", Some(0x1005)),
+                ("p", None),
+                ("arr", Some(0x1003))
+            ]
+        );
+        // a forward reference lists its definition's members
+        assert_eq!(t.members_at(0x1000).unwrap().len(), 2);
+        assert!(t.members_at(0x1006).is_err());
+    }
+
+    #[test]
+    fn descriptions_use_c_declarator_syntax() {
+        let uchar = || TypeDesc::Base {
+            name: "unsigned char".into(),
+            size: 1,
+            qualifiers: Qualifiers::NONE,
+        };
+        let array = |element: TypeDesc, count: u64| TypeDesc::Array {
+            size: element.size() * count,
+            element: Box::new(element),
+            count,
+        };
+        let pointer = |target: TypeDesc, qualifiers: Qualifiers| TypeDesc::Pointer {
+            target: Box::new(target),
+            size: 8,
+            qualifiers,
+        };
+        assert_eq!(
+            array(array(uchar(), 3), 2).describe(),
+            "unsigned char[2][3]"
+        );
+        assert_eq!(
+            pointer(array(uchar(), 6), Qualifiers::NONE).describe(),
+            "unsigned char (*)[6]"
+        );
+        assert_eq!(
+            pointer(pointer(uchar(), VOLATILE), Qualifiers::NONE).describe(),
+            "unsigned char *volatile *"
+        );
+        let function = TypeDesc::Function {
+            returns: Box::new(TypeDesc::Base {
+                name: "long".into(),
+                size: 4,
+                qualifiers: Qualifiers::NONE,
+            }),
+        };
+        assert_eq!(pointer(function, Qualifiers::NONE).describe(), "long (*)()");
+    }
+
+    /// `_LOOP` embeds itself (no valid PDB does; a corrupt one may); `_WIDE` has 500 members of
+    /// `_ALSO_WIDE`, which has 500 of `_LOOP`.
+    fn hostile_table() -> TypeTable {
+        let many = |ty: u32| (0..500).map(|i| member(&format!("m{i}"), 0, ty)).collect();
+        let leaves = vec![
+            /* 0x1000 */
+            Leaf::FieldList {
+                members: vec![member("again", 0, 0x1001), member("x", 0, 0x74)],
+                continuation: None,
+            },
+            /* 0x1001 */ record(RecordKind::Struct, "_LOOP", 4, Some(0x1000), false),
+            /* 0x1002 */
+            Leaf::FieldList {
+                members: many(0x1001),
+                continuation: None,
+            },
+            /* 0x1003 */ record(RecordKind::Struct, "_ALSO_WIDE", 4, Some(0x1002), false),
+            /* 0x1004 */
+            Leaf::FieldList {
+                members: many(0x1003),
+                continuation: None,
+            },
+            /* 0x1005 */ record(RecordKind::Struct, "_WIDE", 4, Some(0x1004), false),
+        ];
+        let mut by_name = HashMap::new();
+        by_name.insert("_LOOP".to_string(), 0x1001);
+        by_name.insert("_ALSO_WIDE".to_string(), 0x1003);
+        by_name.insert("_WIDE".to_string(), 0x1005);
+        TypeTable {
+            pdb: PathBuf::from("hostile.pdb"),
+            first: 0x1000,
+            leaves,
+            by_name,
+        }
+    }
+
+    #[test]
+    fn walking_into_records_ends_on_cycles_and_huge_expansions() {
+        use crate::symbols::dt;
+        let t = hostile_table();
+        let looped = dt::layout(&t, "_LOOP", dt::MAX_RECURSION).unwrap();
+        let members = looped.members.unwrap();
+        assert_eq!(members[0].name, "again");
+        assert!(
+            members[0].members.is_none(),
+            "a record is not walked into from inside itself"
+        );
+        assert!(dt::layout(&t, "_WIDE", 0).is_ok());
+        let err = dt::layout(&t, "_WIDE", 1).unwrap_err().to_string();
+        assert!(
+            err.contains("hostile.pdb") && err.contains("smaller -r"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn primitive_names_follow_cvinfo() {
+        let name = |index| primitive(index).describe();
+        assert_eq!(name(0x10), "signed char"); // T_CHAR
+        assert_eq!(name(0x70), "char"); // T_RCHAR
+        assert_eq!(name(0x20), "unsigned char"); // T_UCHAR
+        assert_eq!(name(0x0622), "unsigned long *"); // T_64PULONG
+        assert_eq!(primitive(0x0622).size(), 8);
+        assert_eq!(primitive(0x0422).size(), 4); // T_32PULONG
     }
 
     const VOLATILE: Qualifiers = Qualifiers {
