@@ -220,7 +220,8 @@ fn a_reboot_mid_watch_is_handled_and_marked() {
         "--pipe",
     ])
     .arg(&socket)
-    .args(["--faults", "reboot_after=6s"]);
+    // After the 15th poll's Continue: the reboot falls mid-watch however fast this machine is.
+    .args(["--faults", "reboot_after_continues=15"]);
     let _sim = spawn(sim);
     wait_for("the sim's socket", Duration::from_secs(30), || {
         socket.exists()
@@ -281,8 +282,18 @@ fn a_fast_timeline_fills_new_tracker_pages_and_wraps_the_log() {
         // The pull cross-checks tracker bytes against the driver's counters.
         assert_eq!(r["complete"], true, "{r}");
     }
-    for r in &records[1..] {
-        assert_eq!(r["log_read"], "since", "{r}");
+    // Only what was written since the previous poll is read — unless the ring wrapped past it in
+    // between (a slow machine lets more target time pass between polls), when all of it is.
+    const RING: u64 = 0x1000;
+    for pair in records.windows(2) {
+        let written =
+            pair[1]["log_index"].as_u64().unwrap() - pair[0]["log_index"].as_u64().unwrap();
+        let expect = if written < RING { "since" } else { "full" };
+        assert_eq!(
+            pair[1]["log_read"], expect,
+            "{written:#x} written: {}",
+            pair[1]
+        );
     }
     let last = records.last().unwrap();
     assert!(last["log_index"].as_u64().unwrap() > 0x1000, "{last}");

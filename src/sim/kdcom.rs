@@ -40,6 +40,7 @@ struct Line {
     faults: FaultInjector,
     boot_machine: Machine,
     reboot_at: Option<Instant>,
+    reboot_after_continues: Option<u64>,
     stall_at: Option<Instant>,
 }
 
@@ -48,6 +49,7 @@ impl Line {
         let started = Instant::now();
         Self {
             reboot_at: spec.reboot_after.map(|after| started + after),
+            reboot_after_continues: spec.reboot_after_continues,
             stall_at: spec.stall_after.map(|after| started + after),
             faults: FaultInjector::new(spec),
             boot_machine,
@@ -233,6 +235,15 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             }
         }
         stream.flush().await?;
+        // Once the host's Continue has been acknowledged, so the host saw it taken.
+        if line
+            .reboot_after_continues
+            .is_some_and(|n| core.stats().continues >= n)
+        {
+            line.reboot_after_continues = None;
+            core.reboot(line.boot_machine.clone());
+            tracing::info!("sim kdcom: rebooted");
+        }
         core.stats_mut().faults = line.faults.counts().clone();
         reporter.publish(core.stats())?;
         let deadline = core.poll_timeout();

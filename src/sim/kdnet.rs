@@ -133,6 +133,7 @@ pub async fn run(
     let boot_machine = machine.clone();
     let started = Instant::now();
     let mut reboot_at = config.faults.reboot_after.map(|after| started + after);
+    let mut reboot_after_continues = config.faults.reboot_after_continues;
     let stall_at = config.faults.stall_after.map(|after| started + after);
     tracing::info!("sim kdnet: {local} poking {}", config.host);
 
@@ -147,6 +148,14 @@ pub async fn run(
 
     loop {
         flush(&mut medium, &mut core, &mut endpoint).await;
+        // Once the host's Continue has been acknowledged, so the host saw it taken.
+        if reboot_after_continues.is_some_and(|n| core.stats().continues >= n) {
+            reboot_after_continues = None;
+            core.reboot(boot_machine.clone());
+            endpoint = Endpoint::target(config.key.clone(), config.version);
+            debugger = None;
+            tracing::info!("sim kdnet: rebooted");
+        }
         core.stats_mut().faults = medium.faults.counts().clone();
         reporter.publish(core.stats())?;
         let deadline = core.poll_timeout();
