@@ -8,7 +8,8 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use kdleak::symbols::{dt, Pdb, PdbId, SymbolError, SymbolOptions, Symbols};
 
-use super::{Format, SymbolArgs};
+use super::args::SymbolArgs;
+use super::Format;
 
 #[derive(clap::Args)]
 pub struct TypesArgs {
