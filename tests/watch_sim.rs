@@ -417,3 +417,48 @@ fn a_target_that_stops_answering_is_retried_then_given_up_with_exit_3() {
     assert!(last["error"].is_string());
     assert!(records[..records.len() - 1].iter().all(|r| r["ok"] == true));
 }
+
+#[test]
+fn the_text_summary_ends_with_the_leaking_drivers_windbg_blocks_in_either_style() {
+    for (style, driver_line, row_shape) in [
+        ("current", "nt!_VF_TARGET_DRIVER 0x", "Caller Address"),
+        ("classic", "Driver Verification List", "CallersAddress"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let (out, records) = watch_embedded(
+            "1200",
+            &[
+                "--interval",
+                "100ms",
+                "--count",
+                "6",
+                "--quiet",
+                "--windbg-style",
+                style,
+            ],
+            dir.path(),
+        );
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let text = String::from_utf8(out.stdout).unwrap();
+        let leaks = records.last().unwrap()["suspected_leaks"]
+            .as_array()
+            .unwrap()
+            .len();
+        assert_eq!(leaks, 1, "{text}");
+        let (_, windbg) = text
+            .split_once("The leaking drivers at the last poll:")
+            .unwrap_or_else(|| panic!("no WinDbg blocks for the leaking driver:\n{text}"));
+        assert!(
+            windbg.contains("!verifier 3 leaky.sys"),
+            "{style}: {windbg}"
+        );
+        assert!(windbg.contains(driver_line), "{style}: {windbg}");
+        assert!(windbg.contains(row_shape), "{style}: {windbg}");
+        assert!(
+            windbg.contains("leaky!LeakyAllocate+0x32"),
+            "{style}: {windbg}"
+        );
+        // Only the suspected driver: myfault.sys allocated and freed but did not grow.
+        assert!(!windbg.contains("myfault.sys"), "{style}: {windbg}");
+    }
+}

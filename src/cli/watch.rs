@@ -5,7 +5,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use kdleak::report::GroupBy;
+use kdleak::report::text::{TextOptions, WindbgStyle};
+use kdleak::report::{self, GroupBy};
+use kdleak::verifier::LeakReport;
 
 use super::args::TargetArgs;
 use super::{async_runtime, Format};
@@ -53,6 +55,10 @@ pub struct WatchArgs {
     /// No live view on standard error.
     #[arg(long)]
     pub quiet: bool,
+    /// Text: the layout of the WinDbg blocks printed for the leaking drivers at the end (as
+    /// `attach --windbg-style`).
+    #[arg(long, value_enum, default_value_t = WindbgStyle::Current, value_name = "STYLE")]
+    pub windbg_style: WindbgStyle,
     /// Give up (exit 3) after polls have failed for this long.
     #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_duration_arg)]
     pub give_up_after: Duration,
@@ -129,6 +135,13 @@ pub fn run(args: WatchArgs) -> Result<ExitCode> {
                     println!("    {:#018x} {}", frame.address, frame.symbol);
                 }
             }
+            if let Some(report) = outcome.last_report {
+                let leaking: Vec<&str> = leaks.iter().map(|l| l.driver.as_str()).collect();
+                print!(
+                    "{}",
+                    leaking_drivers_text(report, &leaking, args.group_by, args.windbg_style)
+                );
+            }
         }
     }
     match &outcome.end {
@@ -142,4 +155,31 @@ pub fn run(args: WatchArgs) -> Result<ExitCode> {
         kdleak::watch::WatchEnd::Failed(error) => eprintln!("kdleak: error: {error}"),
     }
     Ok(ExitCode::from(outcome.end.exit_code()))
+}
+
+/// What a WinDbg user types next for the leaking drivers: the last poll's `!verifier 3` block of
+/// each and the `!verifier 80` block of each outstanding allocation, in the chosen layout.
+/// Nothing when no site is suspected.
+fn leaking_drivers_text(
+    mut report: LeakReport,
+    leaking: &[&str],
+    group_by: GroupBy,
+    style: WindbgStyle,
+) -> String {
+    report
+        .drivers
+        .retain(|d| leaking.iter().any(|name| d.name.eq_ignore_ascii_case(name)));
+    if report.drivers.is_empty() {
+        return String::new();
+    }
+    report.sites = report::sites(&report, group_by);
+    let options = TextOptions {
+        group_by,
+        style,
+        ..TextOptions::default()
+    };
+    format!(
+        "\nThe leaking drivers at the last poll:\n\n{}",
+        report::text::render(&report, &options)
+    )
 }

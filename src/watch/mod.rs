@@ -111,10 +111,12 @@ impl WatchEnd {
     }
 }
 
-/// The result of a watch: every poll record and how it ended.
+/// The result of a watch: every poll record, the last successful poll's report (what
+/// `!verifier 3` would show at the end), and how it ended.
 #[derive(Debug)]
 pub struct WatchOutcome {
     pub records: Vec<PollRecord>,
+    pub last_report: Option<LeakReport>,
     pub end: WatchEnd,
 }
 
@@ -253,6 +255,7 @@ pub async fn run(spec: &ConnectSpec, options: &WatchOptions) -> std::io::Result<
     let mut boot = BootState::default();
     let mut tracker = Tracker::new(options.group_by, options.growth_polls);
     let mut records: Vec<PollRecord> = Vec::new();
+    let mut last_report: Option<LeakReport> = None;
     let mut poll = 0u64;
     let mut had_good_poll = false;
     let mut last_start: Option<Instant> = None;
@@ -426,6 +429,7 @@ pub async fn run(spec: &ConnectSpec, options: &WatchOptions) -> std::io::Result<
         );
         let growth = record.growth_bytes;
         emit(&mut out, &mut records, record, options, &meta)?;
+        last_report = Some(report);
         if let Some(limit) = options.fail_on_growth {
             if growth > 0 && growth as u64 > limit {
                 info!(growth, limit, "growth threshold exceeded");
@@ -437,7 +441,11 @@ pub async fn run(spec: &ConnectSpec, options: &WatchOptions) -> std::io::Result<
     if let Some(path) = &options.report {
         report::write_atomically(path, html::render(&records, &meta).as_bytes())?;
     }
-    Ok(WatchOutcome { records, end })
+    Ok(WatchOutcome {
+        records,
+        last_report,
+        end,
+    })
 }
 
 /// Appends the record to the series, shows it, and refreshes the HTML report.
