@@ -270,6 +270,9 @@ fn volatility_finds_the_kernel_and_modules_kdleak_reports() {
             "{scenario} ({dump_type} dump): Volatility agrees in {:.1} s",
             case_started.elapsed().as_secs_f64()
         );
+        for (name, base, size) in &listed {
+            eprintln!("    windows.modules: {name:<14} base {base:#x} size {size:#x}");
+        }
     }
     eprintln!(
         "three dumps read by Volatility 3 in {:.1} s",
