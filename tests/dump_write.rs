@@ -1,10 +1,12 @@
-//! Dumps written by `kdleak sim --write-dump` satisfy an independent reader: kdmp-parser 0.7.4
-//! (PyPI; a C++ crash dump parser with Python bindings, which `.ci/run` installs) opens each dump
+//! Dumps written by `kdleak sim --write-dump` satisfy an independent reader: kdmp-parser (PyPI, a
+//! C++ crash dump parser with Python bindings, at the version pinned in
+//! `scripts/test-requirements.txt`, which `scripts/test` installs) opens each dump
 //! type of the win7/win10/win11 scenarios, and through its own page-table walk from the header's
 //! CR3 reads, at the kernel base and at a live verifier allocation, the same bytes the simulator's
 //! virtual memory holds — at the physical addresses our page tables give. Header fields (type,
 //! CR3, build, KDBG, PsLoadedModuleList, CPUs, bugcheck, RIP) must match the machine. The reader
-//! runs as `python3 tests/dump_check.py`; if kdmp-parser is missing the test fails: no silent skip.
+//! runs as `python3 tests/dump_check.py` (the `python3` on PATH: `scripts/test` puts the project's
+//! venv first); if kdmp-parser is missing or not the pinned version the test fails: no silent skip.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -14,6 +16,8 @@ use kdleak::sim::physical::PhysicalMemory;
 use kdleak::sim::scenario::{default_root, Scenario};
 use kdleak::sim::Machine;
 use serde_json::Value;
+
+mod peers;
 
 const SCENARIOS: [&str; 3] = ["win7-myfault", "win10-myfault", "win11-myfault"];
 /// (--dump-type, DumpType, signature at 0x2000 for bitmap dumps).
@@ -36,12 +40,15 @@ fn kdmp_parser_check(dump: &Path, reads: &[u64]) -> Value {
     }
     let output = command
         .output()
-        .expect("python3 is needed to run kdmp-parser (pip install kdmp-parser==0.7.4)");
+        .unwrap_or_else(|error| panic!("{}", peers::unavailable("python3", error)));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         output.status.success(),
-        "kdmp-parser could not check {}: {stderr}\n(is it installed? pip install kdmp-parser==0.7.4)",
-        dump.display()
+        "{}",
+        peers::unavailable(
+            "kdmp-parser",
+            format!("could not check {}: {stderr}", dump.display())
+        )
     );
     // kdmp-parser prints its own diagnostics on stdout; ours is the line starting with '{'.
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -113,6 +120,13 @@ fn kdmp_parser_reads_every_dump_type_like_the_simulator() {
 
             let seen = kdmp_parser_check(&path, &reads);
             let context = format!("{name} {dump_type}: {seen}");
+            let version = peers::pinned_version("kdmp-parser");
+            assert_eq!(
+                seen["kdmp_parser_version"],
+                version.as_str(),
+                "{}",
+                peers::unavailable("kdmp-parser", format!("not {version}: {context}"))
+            );
             assert_eq!(seen["dump_type"], type_number, "{context}");
             assert_eq!(seen["directory_table_base"], physical.cr3(), "{context}");
             assert_eq!(

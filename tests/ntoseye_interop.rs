@@ -1,5 +1,5 @@
-//! The simulated target satisfies an independent debugger: ntoseye 0.52.0 (PyPI; `.ci/run`
-//! installs it) attaches to `kdleak sim --scenario win11-myfault` over KDCOM (Unix socket) and
+//! The simulated target satisfies an independent debugger: ntoseye (PyPI, the version pinned in
+//! `scripts/test-requirements.txt`; `scripts/test` installs it) attaches to `kdleak sim --scenario win11-myfault` over KDCOM (Unix socket) and
 //! KDNET, and what it prints — build, kernel base, PDB identity, module list, verifier statistics —
 //! equals the scenario, read back here through the ISF. Afterwards the sim reports the target
 //! running. Command lines follow kd.md §7.3. If ntoseye is missing the test fails: no silent skip.
@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 use kdleak::sim::isf::{read_field, Isf};
 use kdleak::sim::scenario::{MemoryImage, Scenario};
 use serde_json::Value;
+
+mod peers;
 
 const SCENARIO: &str = "win11-myfault";
 const FIXTURE: &str = "captures/fixtures/win11-22000";
@@ -61,7 +63,10 @@ fn start_sim(args: &[&str], state_file: &Path) -> Running {
     Running(child)
 }
 
+/// ntoseye at the pinned version, or a failure that says how to get it.
 fn ntoseye(home: &Path, args: &[&str]) -> Command {
+    let version = peers::pinned_version("ntoseye");
+    peers::require_version("ntoseye", &format!("ntoseye {version}"));
     let mut command = Command::new("ntoseye");
     command
         .env("HOME", home)
@@ -77,7 +82,7 @@ fn run_with_limit(mut command: Command, limit: Duration) -> Output {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("ntoseye is not installed: `pip install ntoseye==0.52.0` (.ci/run does this)");
+        .unwrap_or_else(|error| panic!("{}", peers::unavailable("ntoseye", error)));
     let deadline = Instant::now() + limit;
     while child.try_wait().unwrap().is_none() {
         if Instant::now() > deadline {

@@ -1,5 +1,5 @@
 //! The simulator's memory is laid out as Windows lays it out, proven with an independent reader:
-//! Volatility 3 2.28.2 (PyPI; `.ci/run` installs it) opens `kdleak sim --write-dump` files of the
+//! Volatility 3 (PyPI, pinned in scripts/test-requirements.txt; `scripts/test` installs it) opens `kdleak sim --write-dump` files of the
 //! win7/win10/win11 scenarios — one dump type each, so all three layouts are covered — and finds
 //! everything the way it does on real Windows: the page-table root by its self-map entry and the
 //! `KUSER_SHARED_DATA` check, the kernel through the KDBG and its RSDS record, then
@@ -16,6 +16,8 @@
 //! Volatility runs `--offline` with its cache under the test's target directory (the first run
 //! after a fixture change validates each ISF: a few seconds more). If `vol` is missing the test
 //! fails: no silent skip.
+
+mod peers;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -116,12 +118,7 @@ fn vol(dump: &Path, symbols: &Path, cache: &Path, plugin: &str) -> Vec<Value> {
         .arg(dump)
         .args(["-r", "json", plugin])
         .output()
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot run `vol` ({e}): install Volatility 3 \
-                 (python3 -m pip install volatility3==2.28.2; .ci/run does)"
-            )
-        });
+        .unwrap_or_else(|e| panic!("{}", peers::unavailable("vol", e)));
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -141,6 +138,8 @@ fn vol(dump: &Path, symbols: &Path, cache: &Path, plugin: &str) -> Vec<Value> {
 
 #[test]
 fn volatility_finds_the_kernel_and_modules_kdleak_reports() {
+    let version = peers::pinned_version("volatility3");
+    peers::require_version("vol", &format!("Volatility 3 Framework {version}"));
     let work = tempfile::tempdir().unwrap();
     // Volatility keeps its identifier and ISF-validation caches here across test runs.
     let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("volatility-cache");

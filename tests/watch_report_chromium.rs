@@ -1,9 +1,11 @@
 //! The watch report in headless Chromium: `scripts/watch_report_chromium.sh` runs a watch
 //! against `sim:watch-leak`, screenshots report.html and checks that the chart's leaking-site
-//! line rises. Chromium is required (`.ci/run` installs Debian's `chromium`): a missing browser
-//! fails the test rather than skipping it.
+//! line rises. Chromium is required (Debian's `chromium`, which `scripts/test` installs or names):
+//! a missing browser fails the test rather than skipping it.
 
 use std::process::Command;
+
+mod peers;
 
 #[test]
 fn the_html_report_renders_in_chromium_with_the_leak_rising() {
@@ -20,7 +22,8 @@ fn the_html_report_renders_in_chromium_with_the_leak_rising() {
     assert_ne!(
         out.status.code(),
         Some(77),
-        "Chromium is not installed (apt-get install chromium): {stderr}"
+        "{}",
+        peers::unavailable("chromium", format!("not installed: {stderr}"))
     );
     assert!(out.status.success(), "{stdout}\n{stderr}");
     assert!(

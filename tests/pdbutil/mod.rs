@@ -34,7 +34,7 @@ pub fn tool() -> String {
         Ok(out) if out.status.success() => tool,
         _ => panic!(
             "`{tool}` is not installed: the PDB differential check needs LLVM's PDB reader \
-             (`apt-get install -y llvm-14`, which .ci/run does; or set LLVM_PDBUTIL to another \
+             (`apt-get install -y llvm-14`, which scripts/test does; or set LLVM_PDBUTIL to another \
              llvm-pdbutil)"
         ),
     }
