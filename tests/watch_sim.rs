@@ -425,13 +425,17 @@ fn the_text_summary_ends_with_the_leaking_drivers_windbg_blocks_in_either_style(
         ("classic", "Driver Verification List", "CallersAddress"),
     ] {
         let dir = tempfile::tempdir().unwrap();
+        // 60000×: a millisecond of running leaks a block, so the last poll has grown however
+        // late a loaded machine makes it; one growing poll flags the site.
         let (out, records) = watch_embedded(
-            "1200",
+            "60000",
             &[
                 "--interval",
                 "100ms",
                 "--count",
-                "6",
+                "3",
+                "--growth-polls",
+                "1",
                 "--quiet",
                 "--windbg-style",
                 style,
