@@ -3,8 +3,9 @@
 //! facts, physical pages by page frame, and virtual reads through the image's own page tables,
 //! behind the same [`Memory`] trait as a live session.
 //!
-//! * [`format`] — the seam: [`MachineFacts`] and the page map each format's reader returns, and
-//!   the one place that picks the reader; [`crashdump`] — `DUMP_HEADER64` dumps (DumpType 1, 5, 6).
+//! * [`format`](mod@format) — the seam: [`MachineFacts`] and the page map each format's reader
+//!   returns, and the one place that picks the reader; [`crashdump`] — `DUMP_HEADER64` dumps
+//!   (DumpType 1, 5, 6).
 //! * [`physmap`] — physical page frame → file offset; [`paging`] — the x64 page-table walk;
 //!   [`Dump`] (here) — virtual reads and the `Memory` trait over any format; [`error`].
 //!

@@ -101,7 +101,7 @@ pub struct Scenario {
     pub drivers: Vec<DriverSpec>,
     #[serde(rename = "allocation", default)]
     pub allocations: Vec<AllocationSpec>,
-    /// Changes that happen while the target runs (see [`crate::sim::timeline`]).
+    /// Changes that happen while the target runs (see [`crate::sim::world::timeline`]).
     #[serde(rename = "timeline", default, skip_serializing_if = "Vec::is_empty")]
     pub timeline: Vec<super::timeline::TimelineSpec>,
 }
@@ -364,10 +364,10 @@ impl Scenario {
     /// A built-in scenario by name (`win7-myfault`, `win10-myfault`, `win11-myfault`).
     pub fn builtin(name: &str) -> Result<Scenario> {
         let text = match name {
-            "win7-myfault" => include_str!("../../../captures/scenarios/win7-myfault.toml"),
-            "win10-myfault" => include_str!("../../../captures/scenarios/win10-myfault.toml"),
-            "win11-myfault" => include_str!("../../../captures/scenarios/win11-myfault.toml"),
-            "watch-leak" => include_str!("../../../captures/scenarios/watch-leak.toml"),
+            "win7-myfault" => include_str!("../../../../captures/scenarios/win7-myfault.toml"),
+            "win10-myfault" => include_str!("../../../../captures/scenarios/win10-myfault.toml"),
+            "win11-myfault" => include_str!("../../../../captures/scenarios/win11-myfault.toml"),
+            "watch-leak" => include_str!("../../../../captures/scenarios/watch-leak.toml"),
             other => {
                 return Err(ScenarioError::Invalid(format!(
                     "no built-in scenario `{other}` (have {BUILTIN:?})"

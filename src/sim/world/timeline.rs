@@ -19,12 +19,12 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::isf::{Isf, StructWriter};
-use super::memory::SimMemory;
 use super::scenario::{
     charged_size, parse_num, Counters, LayoutReport, Num, PoolKind, Result, Scenario,
     ScenarioError, SlistFormat, TrackerRuntime, POOL_PAGE_SIGNATURE, TRACKER_PAGE as PAGE,
     TRACKER_SLOT as SLOT,
 };
+use crate::sim::machine::memory::SimMemory;
 
 /// One `[[timeline]]` entry of a scenario.
 #[derive(Debug, Clone, Serialize, Deserialize)]

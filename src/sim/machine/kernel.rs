@@ -2,8 +2,8 @@
 //! instruction, PsLoadedModuleList with one KLDR entry (ntoskrnl.exe), the debugger data list
 //! and its KDBG block (kd.md §4), and per-CPU KPCR/KPRCB/KTHREAD/stack pages.
 
-use super::machine::{put_u16, put_u32, put_u64};
 use super::memory::SimMemory;
+use super::{put_u16, put_u32, put_u64};
 
 /// SizeOfImage of the tiny kernel: headers, .text, .data.
 pub const IMAGE_SIZE: u32 = 0x3000;
