@@ -26,15 +26,11 @@ pub mod target;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use kdproto::api::{
-    context, kspecial, Version, DBGKD_64BIT_PROTOCOL_VERSION2, DBGKD_VERS_FLAG_DATA,
-    DBGKD_VERS_FLAG_MP, DBGKD_VERS_FLAG_PTR64, IMAGE_FILE_MACHINE_AMD64,
-    KD_SECONDARY_VERSION_AMD64_CONTEXT, MAJOR_VERSION_FREE,
-};
+use kdproto::api::{context, kspecial, Version};
 
 use self::breakpoints::BreakpointTable;
-use self::kernel::KernelLayout;
-use self::memory::{SimMemory, PAGE_SIZE};
+use self::kernel::{kd_version, KernelLayout};
+use self::memory::{put_u16, put_u32, put_u64, SimMemory, PAGE_SIZE};
 use self::physical::PhysicalMemory;
 use self::quirks::{decode_kdbg_word, encode_kdbg_word, KdbgKeys, Quirks};
 use crate::sim::world::scenario::image::RuntimeSites;
@@ -220,38 +216,6 @@ impl Machine {
         self.memory.write(low, &(filetime as u32).to_le_bytes());
         self.memory.write(high1, &high);
         true
-    }
-}
-
-/// The `DBGKD_GET_VERSION64` of a kernel (kd.md §3.5): what GetVersion answers and what
-/// `nt!KdVersionBlock` holds.
-pub fn kd_version(
-    build: u16,
-    processors: u16,
-    kern_base: u64,
-    ps_loaded_module_list: u64,
-    debugger_data_list: u64,
-) -> Version {
-    let mut flags = DBGKD_VERS_FLAG_PTR64 | DBGKD_VERS_FLAG_DATA;
-    if processors > 1 {
-        flags |= DBGKD_VERS_FLAG_MP;
-    }
-    Version {
-        major_version: MAJOR_VERSION_FREE,
-        minor_version: build,
-        protocol_version: DBGKD_64BIT_PROTOCOL_VERSION2,
-        kd_secondary_version: KD_SECONDARY_VERSION_AMD64_CONTEXT,
-        flags,
-        machine_type: IMAGE_FILE_MACHINE_AMD64,
-        max_packet_type: 0x0C,
-        max_state_change: 3,
-        // DbgKdMaximumManipulate − DbgKdMinimumManipulate on Windows 10/11 (0x3163 − 0x3130).
-        max_manipulate: 0x33,
-        simulation: 0,
-        unused: 0,
-        kern_base,
-        ps_loaded_module_list,
-        debugger_data_list,
     }
 }
 
@@ -541,20 +505,10 @@ pub(crate) fn read_u64(bytes: &[u8], offset: usize) -> u64 {
     u64::from_le_bytes(bytes[offset..offset + 8].try_into().expect("8 bytes"))
 }
 
-pub(crate) fn put_u64(bytes: &mut [u8], offset: usize, value: u64) {
-    bytes[offset..offset + 8].copy_from_slice(&value.to_le_bytes());
-}
-
-pub(crate) fn put_u32(bytes: &mut [u8], offset: usize, value: u32) {
-    bytes[offset..offset + 4].copy_from_slice(&value.to_le_bytes());
-}
-
-pub(crate) fn put_u16(bytes: &mut [u8], offset: usize, value: u16) {
-    bytes[offset..offset + 2].copy_from_slice(&value.to_le_bytes());
-}
-
 #[cfg(test)]
 mod tests {
+    use kdproto::api::DBGKD_VERS_FLAG_MP;
+
     use super::*;
 
     #[test]

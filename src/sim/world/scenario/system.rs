@@ -132,7 +132,7 @@ pub(super) fn lay_out(
 
     // ---- KdVersionBlock: what GetVersion answers, one CPU.
     if let Some(at) = kernel.kd_version_block {
-        let v = crate::sim::machine::kd_version(
+        let v = crate::sim::machine::kernel::kd_version(
             u16::try_from(kernel.build).unwrap_or(u16::MAX),
             1,
             kernel.kern_base,
