@@ -1,10 +1,10 @@
 //! `kdleak analyze FILE.dmp`: the leak pull from a Windows kernel crash dump instead of a live
 //! target — the same kernel context, verifier pull and report, reading memory through the
-//! dump's page tables ([`crate::dump`]).
+//! dump's page tables ([`crate::image`]).
 
 use std::path::Path;
 
-use crate::dump::{self, DumpError};
+use crate::image::{self, DumpError};
 use crate::kernel_context::KernelContext;
 use crate::session;
 use crate::stop::symbol_loader;
@@ -49,9 +49,9 @@ pub fn connection(path: &Path) -> String {
 /// Opens the dump at `path` and pulls the report from it. Sites are left for the caller to
 /// group; `target.time` is when the dump was written (the header's SystemTime) when it says.
 pub async fn run(path: &Path, options: &AnalyzeOptions) -> Result<LeakReport, AnalyzeError> {
-    let mut dump = dump::open(path)?;
+    let mut dump = image::open(path)?;
     let symbols = symbol_loader(options.symbols.as_ref(), None)?;
-    let header = dump.header.clone();
+    let header = dump.facts.clone();
     let kernel = KernelContext::load_from_dump(&mut dump, &header, &symbols).await?;
     let pull = PullOptions {
         connection: connection(path),

@@ -16,7 +16,7 @@ use kdproto::api::Version;
 use serde::Serialize;
 use tracing::{info, warn};
 
-use crate::dump::DumpHeader;
+use crate::image::MachineFacts;
 use crate::kernel::{self, Kdbg, KernelError, Memory, ModuleList, PdbInfo};
 use crate::session::{self, Error, Session};
 use crate::symbols::{self, Pdb, Symbols};
@@ -162,7 +162,7 @@ impl KernelContext {
     /// unreadable), the first entry of PsLoadedModuleList does.
     pub async fn load_from_dump<M: Memory>(
         mem: &mut M,
-        header: &DumpHeader,
+        header: &MachineFacts,
         symbols: &Arc<Symbols>,
     ) -> session::Result<Self> {
         let address = header.kd_debugger_data_block;
@@ -341,7 +341,7 @@ async fn kdbg_from_pdb<M: Memory>(
 /// why neither the header's KDBG (`problems`) nor the list gives the kernel base.
 async fn first_image_of_dump<M: Memory>(
     mem: &mut M,
-    header: &DumpHeader,
+    header: &MachineFacts,
     problems: &[String],
 ) -> session::Result<kernel::FirstImage> {
     let why = problems.join("; ");

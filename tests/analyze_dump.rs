@@ -262,9 +262,9 @@ fn a_page_missing_from_the_dump_is_unreadable_not_an_error() {
     assert_eq!(driver["name"], "myfault.sys");
     let base = u64::from_str_radix(&driver["image_base"].as_str().unwrap()[2..], 16).unwrap();
 
-    let dump = kdleak::dump::open(&path).unwrap();
+    let dump = kdleak::image::open(&path).unwrap();
     let frame = match dump.translate(base).unwrap() {
-        kdleak::dump::Translation::Physical(pa) => pa / 0x1000,
+        kdleak::image::Translation::Physical(pa) => pa / 0x1000,
         other => panic!("myfault's base is not in the dump: {other:?}"),
     };
     let offset = dump.phys_map().file_offset(frame).unwrap() as usize;

@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use kdleak::sim::physical::PhysicalMemory;
-use kdleak::sim::scenario::{default_root, Scenario};
+use kdleak::sim::machine::physical::PhysicalMemory;
+use kdleak::sim::world::scenario::{default_root, Scenario};
 use kdleak::sim::Machine;
 use serde_json::Value;
 

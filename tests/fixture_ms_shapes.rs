@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use kdleak::sim::isf::Isf;
+use kdleak::sim::world::isf::Isf;
 use kdleak::symbols::Pdb;
 use serde_json::Value;
 

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use kdleak::sim::isf::{read_field, Isf};
-use kdleak::sim::scenario::{MemoryImage, Scenario};
+use kdleak::sim::world::isf::{read_field, Isf};
+use kdleak::sim::world::scenario::{MemoryImage, Scenario};
 use serde_json::Value;
 
 mod peers;

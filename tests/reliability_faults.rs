@@ -9,7 +9,7 @@
 
 use std::time::{Duration, Instant};
 
-use kdleak::sim::faults::FaultSpec;
+use kdleak::sim::wire::faults::FaultSpec;
 
 mod reliability_support;
 use reliability_support::*;

@@ -8,9 +8,9 @@
 
 use std::time::{Duration, Instant};
 
-use kdleak::sim::faults::FaultSpec;
-use kdleak::sim::isf::Isf;
-use kdleak::sim::scenario::{LayoutReport, MemoryImage};
+use kdleak::sim::wire::faults::FaultSpec;
+use kdleak::sim::world::isf::Isf;
+use kdleak::sim::world::scenario::{LayoutReport, MemoryImage};
 
 mod reliability_support;
 use reliability_support::*;

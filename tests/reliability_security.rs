@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use kdleak::session::Session;
-use kdleak::sim::faults::FaultSpec;
+use kdleak::sim::wire::faults::FaultSpec;
 use kdleak::stop::{with_stopped_transport, StopContext};
 use kdleak::transport::{kdnet, KdnetTransport, Transport, TransportError};
 use kdproto::kdnet::Key;
@@ -23,11 +23,11 @@ async fn accept(key: &str, sim_key: Option<&str>, wrong_port: bool) -> Transport
         host.set_port(common::free_port());
     }
     let _sim = sim_key.map(|k| {
-        let mut config = kdleak::sim::kdnet::KdnetConfig::new(host, Key::parse(k).unwrap());
+        let mut config = kdleak::sim::wire::kdnet::KdnetConfig::new(host, Key::parse(k).unwrap());
         config.poke_interval = Duration::from_millis(100);
         let (mut reporter, _) = kdleak::sim::Reporter::new(None);
         tokio::spawn(async move {
-            kdleak::sim::kdnet::run(
+            kdleak::sim::wire::kdnet::run(
                 config,
                 machine(image()),
                 &mut reporter,

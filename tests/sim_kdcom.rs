@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use kdleak::sim::faults::FaultSpec;
-use kdleak::sim::kdcom::{self, KdcomConfig};
+use kdleak::sim::wire::faults::FaultSpec;
+use kdleak::sim::wire::kdcom::{self, KdcomConfig};
 use kdleak::sim::{Machine, Reporter, SimState, SimStats};
 use kdproto::api::{context, Manipulate, Message, StateChange, STATUS_BREAKPOINT, STATUS_SUCCESS};
 use kdproto::kd::{Framing, PacketType};

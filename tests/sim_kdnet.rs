@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use kdleak::sim::kdnet::{self, KdnetConfig};
+use kdleak::sim::wire::kdnet::{self, KdnetConfig};
 use kdleak::sim::{Machine, Reporter, SimState, SimStats};
 use kdproto::api::{
     Manipulate, Message, StateEvent, STATUS_BREAKPOINT, STATUS_SUCCESS, STATUS_UNSUCCESSFUL,
@@ -262,7 +262,10 @@ async fn kdnet_attach_read_and_continue() {
         .request(Manipulate::read_virtual_memory(version.kern_base, 0x2000))
         .await;
     assert_eq!(reply.return_status, STATUS_SUCCESS);
-    assert_eq!(reply.data.len(), kdleak::sim::target::kdnet_max_read());
+    assert_eq!(
+        reply.data.len(),
+        kdleak::sim::machine::target::kdnet_max_read()
+    );
 
     host.link
         .send(

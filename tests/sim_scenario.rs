@@ -2,8 +2,8 @@
 //! independent reader (list walks, SLIST decoding per verifier.md §5.4, ring newest-first per §6)
 //! that only uses ISF lookups, never the layout code's bookkeeping.
 
-use kdleak::sim::isf::{self, Isf};
-use kdleak::sim::scenario::{self, MemoryImage, Scenario};
+use kdleak::sim::world::isf::{self, Isf};
+use kdleak::sim::world::scenario::{self, MemoryImage, Scenario};
 
 fn root() -> std::path::PathBuf {
     std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -7,8 +7,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::File;
 
-use kdleak::sim::isf::{FieldUse, Isf};
-use kdleak::sim::scenario::{self, Scenario};
+use kdleak::sim::world::isf::{FieldUse, Isf};
+use kdleak::sim::world::scenario::{self, Scenario};
 use pdb::{FallibleIterator, PrimitiveKind, TypeData, TypeFinder, TypeIndex};
 
 fn root() -> std::path::PathBuf {

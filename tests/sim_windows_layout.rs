@@ -5,10 +5,10 @@
 //! holds exactly what GetVersion answers, `KeNumberProcessors` the CPU count; reads through the
 //! self-map window return the paging structures.
 
-use kdleak::sim::isf::{read_field, Isf};
-use kdleak::sim::memory::PAGE_SIZE;
-use kdleak::sim::physical::{self, pte_base, CR3, FIXED_SELF_MAP_SLOT, PTE_ADDRESS_MASK};
-use kdleak::sim::scenario::{
+use kdleak::sim::machine::memory::PAGE_SIZE;
+use kdleak::sim::machine::physical::{self, pte_base, CR3, FIXED_SELF_MAP_SLOT, PTE_ADDRESS_MASK};
+use kdleak::sim::world::isf::{read_field, Isf};
+use kdleak::sim::world::scenario::{
     csd_version, default_root, nt_version, Scenario, BUILTIN, KUSER_SHARED_DATA,
 };
 use kdleak::sim::Machine;

@@ -23,8 +23,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use kdleak::sim::physical::CR3;
-use kdleak::sim::scenario::{csd_version, nt_version};
+use kdleak::sim::machine::physical::CR3;
+use kdleak::sim::world::scenario::{csd_version, nt_version};
 use serde_json::{json, Value};
 
 /// (scenario, fixture, --dump-type).

@@ -4,7 +4,7 @@
 //! counts, bitmap sizes, CR3, page-table entries), so the deep checks are reached in few steps.
 #![no_main]
 
-use kdleak::dump::Dump;
+use kdleak::image::Dump;
 use libfuzzer_sys::fuzz_target;
 
 const HEADER: usize = 0x2000;

@@ -14,7 +14,7 @@ use std::sync::OnceLock;
 
 use kdleak::kernel::Memory;
 use kdleak::session::{self, ReadOutcome};
-use kdleak::sim::scenario::{default_root, MemoryImage, Scenario};
+use kdleak::sim::world::scenario::{default_root, MemoryImage, Scenario};
 use kdleak::symbols::Pdb;
 use kdleak::verifier::layout::Nt;
 use kdleak::verifier::{drivers, log, stats, trackers};

@@ -8,8 +8,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::ValueEnum;
 use kdleak::sim::{
-    self, faults::FaultSpec, kdcom::KdcomConfig, kdnet::KdnetConfig, quirks::Quirks, Machine,
-    Transport,
+    self, machine::quirks::Quirks, wire::faults::FaultSpec, wire::kdcom::KdcomConfig,
+    wire::kdnet::KdnetConfig, Machine, Transport,
 };
 
 use super::args::{read_key, KeyArgs};
@@ -43,7 +43,7 @@ pub struct SimArgs {
     #[arg(long, value_name = "FILE")]
     pub state_file: Option<PathBuf>,
     /// KDNET: the link MTU; no datagram is larger, so bigger reads come back short.
-    #[arg(long, default_value_t = sim::kdnet::DEFAULT_MTU, value_name = "BYTES")]
+    #[arg(long, default_value_t = sim::wire::kdnet::DEFAULT_MTU, value_name = "BYTES")]
     pub mtu: usize,
     /// KDCOM: largest KD packet payload (default and maximum 4000).
     #[arg(long, value_name = "BYTES")]
@@ -84,7 +84,7 @@ pub enum DumpTypeArg {
     Bitmap,
 }
 
-impl From<DumpTypeArg> for sim::dump::DumpKind {
+impl From<DumpTypeArg> for sim::image::DumpKind {
     fn from(arg: DumpTypeArg) -> Self {
         match arg {
             DumpTypeArg::Full => Self::Full,
@@ -145,7 +145,7 @@ pub fn run(args: SimArgs) -> Result<ExitCode> {
     machine.set_time_scale(args.time_scale);
     machine.apply_quirks(args.quirks);
     // The clock shows when the target started (it does not tick).
-    machine.set_system_time(sim::dump::filetime(std::time::SystemTime::now()));
+    machine.set_system_time(sim::image::filetime(std::time::SystemTime::now()));
     let runtime = async_runtime()?;
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
@@ -168,14 +168,14 @@ fn write_sim_dump(args: &SimArgs, path: &std::path::Path) -> Result<ExitCode> {
     machine.apply_quirks(args.quirks.clone());
     let scenario = args.scenario.as_deref().unwrap_or("tiny built-in kernel");
     // The header's time of the crash is the kernel's clock, as in a real dump.
-    let system_time = sim::dump::filetime(std::time::SystemTime::now());
+    let system_time = sim::image::filetime(std::time::SystemTime::now());
     machine.set_system_time(system_time);
-    let options = sim::dump::DumpOptions {
+    let options = sim::image::DumpOptions {
         kind: args.dump_type.unwrap_or(DumpTypeArg::Full).into(),
         system_time,
         comment: format!("kdleak sim: simulated target ({scenario})"),
     };
-    let summary = sim::dump::write_dump(&machine, path, &options)?;
+    let summary = sim::image::write_dump(&machine, path, &options)?;
     eprintln!(
         "kdleak sim: wrote a {} dump (DumpType {}, {} pages, {} bytes, CR3 {:#x}) to {}",
         summary.kind.name(),

@@ -1,39 +1,31 @@
 //! The simulated Windows target: a tiny kernel that answers the KD protocol over KDNET (UDP) or
 //! KDCOM (a Unix or TCP stream), for tests of the host without a Windows machine.
 //!
-//! * [`memory`] — sparse page memory with Windows' partial-read rule; [`physical`] — its frames
-//!   and x64 page tables; [`dump`] — Windows crash dumps of it.
-//! * [`machine`] / [`kernel`] — the kernel state (version block, CPUs, MSRs) and its built-in image.
-//! * [`breakpoints`], [`context`] — the breakpoint table and SetContextEx staging.
-//! * [`requests`] — answers to manipulate requests; [`target`] — the sans-IO stop loop.
-//! * [`kdnet`], [`kdcom`] — tokio transports; [`report`] — status for tests and `--state-file`.
+//! Its rooms, and how data flows through them:
+//!
+//! * [`world`] — what the simulated Windows is: scenarios (TOML) laid out in memory from the ISF
+//!   tables, and the timeline that changes them while the target runs.
+//! * [`machine`] — the machine that holds it: memory, physical frames and page tables, the
+//!   built-in kernel, CPU state, breakpoints, answers to requests and the sans-IO stop loop.
+//! * [`wire`] — how the host reaches it: KDNET (UDP) and KDCOM (Unix, TCP, pty) transports,
+//!   seeded faults and a delay line, feeding bytes into the stop loop and its replies back out.
+//! * [`image`] — memory images written from the machine (crash dumps), one file per format.
+//! * [`status`] — what the simulator counts and publishes (`--state-file`, the final summary).
+//!
+//! A scenario ([`world`]) builds a [`Machine`]; a transport ([`wire`]) drives the machine's
+//! [`TargetCore`] and reports to [`status`]; [`image`] reads a machine and writes a file.
 
-pub mod breakpoints;
-pub mod context;
-pub mod delay_line;
-pub mod dump;
-pub mod faults;
-pub mod isf;
-pub mod kdcom;
-pub mod kdnet;
-pub mod kernel;
+pub mod image;
 pub mod machine;
-pub mod memory;
-pub mod physical;
-pub mod pty;
-pub mod quirks;
-pub mod report;
-pub mod requests;
-pub mod scenario;
-pub mod stats;
-pub mod target;
-pub mod timeline;
+pub mod status;
+pub mod wire;
+pub mod world;
 
+pub use machine::memory::SimMemory;
+pub use machine::target::{TargetConfig, TargetCore};
 pub use machine::{Machine, MachineBuilder};
-pub use memory::SimMemory;
-pub use report::Reporter;
-pub use stats::{SimState, SimStats};
-pub use target::{TargetConfig, TargetCore};
+pub use status::report::Reporter;
+pub use status::stats::{SimState, SimStats};
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -41,8 +33,8 @@ use std::path::PathBuf;
 /// Which wire the simulated target speaks.
 #[derive(Debug, Clone)]
 pub enum Transport {
-    Kdnet(kdnet::KdnetConfig),
-    Kdcom(kdcom::KdcomConfig),
+    Kdnet(wire::kdnet::KdnetConfig),
+    Kdcom(wire::kdcom::KdcomConfig),
 }
 
 /// Runs the simulated target with `machine` until `shutdown` completes, keeping `state_file`
@@ -55,7 +47,11 @@ pub async fn run(
 ) -> std::io::Result<SimStats> {
     let (mut reporter, _status) = Reporter::new(state_file);
     match transport {
-        Transport::Kdnet(config) => kdnet::run(config, machine, &mut reporter, shutdown).await,
-        Transport::Kdcom(config) => kdcom::run(config, machine, &mut reporter, shutdown).await,
+        Transport::Kdnet(config) => {
+            wire::kdnet::run(config, machine, &mut reporter, shutdown).await
+        }
+        Transport::Kdcom(config) => {
+            wire::kdcom::run(config, machine, &mut reporter, shutdown).await
+        }
     }
 }

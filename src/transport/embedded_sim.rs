@@ -10,8 +10,8 @@ use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
 use super::{stream, Transport, TransportError};
-use crate::sim::kdcom::{self, KdcomConfig};
-use crate::sim::scenario::{Scenario, ScenarioError};
+use crate::sim::wire::kdcom::{self, KdcomConfig};
+use crate::sim::world::scenario::{Scenario, ScenarioError};
 use crate::sim::{Machine, Reporter, SimStats};
 
 /// The scenario `sim` serves when none is named: the reference session of verifier.md §1.

@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use kdleak::kernel_context::KernelContext;
 use kdleak::session::{self, Session, SessionOptions};
-use kdleak::sim::faults::FaultSpec;
-use kdleak::sim::kdcom::{self, KdcomConfig};
-use kdleak::sim::kdnet::{self as sim_kdnet, KdnetConfig};
-use kdleak::sim::scenario::{default_root, LayoutReport, MemoryImage, Scenario};
+use kdleak::sim::wire::faults::FaultSpec;
+use kdleak::sim::wire::kdcom::{self, KdcomConfig};
+use kdleak::sim::wire::kdnet::{self as sim_kdnet, KdnetConfig};
+use kdleak::sim::world::scenario::{default_root, LayoutReport, MemoryImage, Scenario};
 use kdleak::sim::{Machine, Reporter, SimState, SimStats};
 use kdleak::stop::{with_stopped_transport, StopContext, StopOptions};
 use kdleak::symbols::{SymbolOptions, Symbols};

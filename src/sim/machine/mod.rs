@@ -1,26 +1,41 @@
-//! The simulated kernel state a real target answers from: version block, per-CPU structures,
-//! registers, MSRs, breakpoints and memory.
+//! The simulated machine: its memory, its CPUs and the stop loop that answers the host.
 //!
-//! [`Machine::builder`] makes the built-in tiny kernel ([`super::kernel`]); scenario files and
+//! * [`memory`] — sparse virtual pages with Windows' partial-read rule; [`physical`] — the
+//!   frames behind them and real x64 page tables.
+//! * [`kernel`] — the built-in tiny kernel and the version block; [`Machine`] (here) — the
+//!   kernel state a real target answers from: version block, per-CPU structures, registers,
+//!   MSRs, breakpoints and memory.
+//! * [`breakpoints`], [`set_context`] — the breakpoint table and SetContextEx staging;
+//!   [`quirks`] — how targets that are not Windows' own stub behave.
+//! * [`requests`] — each DbgKd API answered from the machine; [`target`] — the sans-IO stop
+//!   loop (break-in → state change → requests → Continue) that the wire's transports drive.
+//!
+//! Dependencies point down that list: target → requests → [`Machine`] → kernel → memory.
+//! [`Machine::builder`] makes the built-in tiny kernel ([`self::kernel`]); scenario files and
 //! ISF-driven layouts will feed the same builder later.
+
+pub mod breakpoints;
+pub mod kernel;
+pub mod memory;
+pub mod physical;
+pub mod quirks;
+pub mod requests;
+pub mod set_context;
+pub mod target;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use kdproto::api::{
-    context, kspecial, Version, DBGKD_64BIT_PROTOCOL_VERSION2, DBGKD_VERS_FLAG_DATA,
-    DBGKD_VERS_FLAG_MP, DBGKD_VERS_FLAG_PTR64, IMAGE_FILE_MACHINE_AMD64,
-    KD_SECONDARY_VERSION_AMD64_CONTEXT, MAJOR_VERSION_FREE,
-};
+use kdproto::api::{context, kspecial, Version};
 
-use super::breakpoints::BreakpointTable;
-use super::kernel::{self, KernelLayout};
-use super::memory::{SimMemory, PAGE_SIZE};
-use super::physical::{self, PhysicalMemory};
-use super::quirks::{decode_kdbg_word, encode_kdbg_word, KdbgKeys, Quirks};
-use super::scenario::image::RuntimeSites;
-use super::scenario::{MemoryImage, Scenario, ScenarioError};
-use super::timeline::Timeline;
+use self::breakpoints::BreakpointTable;
+use self::kernel::{kd_version, KernelLayout};
+use self::memory::{put_u16, put_u32, put_u64, SimMemory, PAGE_SIZE};
+use self::physical::PhysicalMemory;
+use self::quirks::{decode_kdbg_word, encode_kdbg_word, KdbgKeys, Quirks};
+use crate::sim::world::scenario::image::RuntimeSites;
+use crate::sim::world::scenario::{MemoryImage, Scenario, ScenarioError};
+use crate::sim::world::timeline::Timeline;
 
 /// IA32_EFER.
 pub const MSR_EFER: u32 = 0xC000_0080;
@@ -30,8 +45,8 @@ pub const EFER_VALUE: u64 = 0xD01;
 pub const DEFAULT_KERN_BASE: u64 = 0xffff_f803_1240_0000;
 /// Default build number (Windows 11 22H2).
 pub const DEFAULT_BUILD: u16 = 22621;
-/// CR3 of every CPU: the PML4 of the simulated page tables ([`super::physical`]).
-pub const DEFAULT_CR3: u64 = super::physical::CR3;
+/// CR3 of every CPU: the PML4 of the simulated page tables ([`self::physical`]).
+pub const DEFAULT_CR3: u64 = self::physical::CR3;
 /// Dr7 with only the reserved bit 10 set, as in every captured control report.
 pub const DEFAULT_DR7: u64 = 0x400;
 /// CONTEXT.FltSave (XMM_SAVE_AREA32 at 0x100): ControlWord @+0, MxCsr @+0x18 (winnt.h).
@@ -98,7 +113,7 @@ pub struct Machine {
     pub timeline: Option<Box<Timeline>>,
     /// How this target departs from Windows' own stub ([`Machine::apply_quirks`]).
     pub quirks: Quirks,
-    /// The PML4 slot that maps the page tables ([`super::physical`]).
+    /// The PML4 slot that maps the page tables ([`self::physical`]).
     pub self_map_slot: u16,
     /// Kernel variables the machine keeps current (processor count, clock).
     runtime: RuntimeSites,
@@ -204,38 +219,6 @@ impl Machine {
     }
 }
 
-/// The `DBGKD_GET_VERSION64` of a kernel (kd.md §3.5): what GetVersion answers and what
-/// `nt!KdVersionBlock` holds.
-pub fn kd_version(
-    build: u16,
-    processors: u16,
-    kern_base: u64,
-    ps_loaded_module_list: u64,
-    debugger_data_list: u64,
-) -> Version {
-    let mut flags = DBGKD_VERS_FLAG_PTR64 | DBGKD_VERS_FLAG_DATA;
-    if processors > 1 {
-        flags |= DBGKD_VERS_FLAG_MP;
-    }
-    Version {
-        major_version: MAJOR_VERSION_FREE,
-        minor_version: build,
-        protocol_version: DBGKD_64BIT_PROTOCOL_VERSION2,
-        kd_secondary_version: KD_SECONDARY_VERSION_AMD64_CONTEXT,
-        flags,
-        machine_type: IMAGE_FILE_MACHINE_AMD64,
-        max_packet_type: 0x0C,
-        max_state_change: 3,
-        // DbgKdMaximumManipulate − DbgKdMinimumManipulate on Windows 10/11 (0x3163 − 0x3130).
-        max_manipulate: 0x33,
-        simulation: 0,
-        unused: 0,
-        kern_base,
-        ps_loaded_module_list,
-        debugger_data_list,
-    }
-}
-
 impl Machine {
     /// Makes this machine behave as `quirks` say: GetVersion's replacements and unanswered reads
     /// take effect through [`Machine::quirks`]; a quirky Dr7 is written into every processor's
@@ -298,7 +281,7 @@ impl Machine {
     /// The machine for a scenario name or file ([`Scenario::resolve`]), laid out.
     pub fn for_scenario(name_or_path: &str) -> Result<Machine, ScenarioError> {
         let scenario = Scenario::resolve(name_or_path)?;
-        let report = scenario.build_in(super::scenario::default_root())?;
+        let report = scenario.build_in(crate::sim::world::scenario::default_root())?;
         let timeline = Timeline::new(&scenario, &report)?;
         let mut machine = Machine::builder().image(report.image).build();
         machine.timeline = timeline.map(Box::new);
@@ -522,20 +505,10 @@ pub(crate) fn read_u64(bytes: &[u8], offset: usize) -> u64 {
     u64::from_le_bytes(bytes[offset..offset + 8].try_into().expect("8 bytes"))
 }
 
-pub(crate) fn put_u64(bytes: &mut [u8], offset: usize, value: u64) {
-    bytes[offset..offset + 8].copy_from_slice(&value.to_le_bytes());
-}
-
-pub(crate) fn put_u32(bytes: &mut [u8], offset: usize, value: u32) {
-    bytes[offset..offset + 4].copy_from_slice(&value.to_le_bytes());
-}
-
-pub(crate) fn put_u16(bytes: &mut [u8], offset: usize, value: u16) {
-    bytes[offset..offset + 2].copy_from_slice(&value.to_le_bytes());
-}
-
 #[cfg(test)]
 mod tests {
+    use kdproto::api::DBGKD_VERS_FLAG_MP;
+
     use super::*;
 
     #[test]

@@ -6,7 +6,7 @@ use std::fmt;
 use kdproto::link::LinkStats;
 use serde::{Deserialize, Serialize};
 
-use super::faults::FaultCounts;
+use crate::sim::wire::faults::FaultCounts;
 
 /// Whether the simulated kernel runs or sits in the debugger's stop loop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]

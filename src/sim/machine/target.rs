@@ -12,9 +12,9 @@ use kdproto::kd::{Framing, PacketType, HEADER_LEN};
 use kdproto::kdnet::sealed_len;
 use kdproto::link::{Dialect, Link, LinkConfig, LinkEvent, Transmit};
 
-use super::machine::Machine;
 use super::requests::{self, Outcome, StopState};
-use super::stats::{reason_of, SimState, SimStats};
+use super::Machine;
+use crate::sim::status::stats::{reason_of, SimState, SimStats};
 
 /// Largest UDP payload of a 1500-byte-MTU IPv4 datagram (1500 − 20 IP − 8 UDP).
 pub const KDNET_MAX_DATAGRAM: usize = 1500 - 20 - 8;

@@ -87,7 +87,7 @@ pub struct LayoutReport {
     pub trace_index: u64,
     pub isf_path: std::path::PathBuf,
     /// The state a running target needs to keep changing these structures consistently (the
-    /// simulator's timeline, [`crate::sim::timeline`]).
+    /// simulator's timeline, [`crate::sim::world::timeline`]).
     pub runtime: RuntimeState,
 }
 
@@ -1140,7 +1140,7 @@ pub(super) fn build(sc: &Scenario, root: &Path) -> Result<LayoutReport> {
     };
     // Besides the regions: the pool range the timeline keeps allocating from, and the per-CPU
     // pages the machine maps beside the kernel.
-    let per_cpu = crate::sim::kernel::KernelLayout::new(kbase, 1).kpcr(0);
+    let per_cpu = crate::sim::machine::kernel::KernelLayout::new(kbase, 1).kpcr(0);
     let taken = super::system::slots_between(pool_base, b.pool.next.max(pool_base))
         .chain(super::system::slots_between(per_cpu, per_cpu + 0xFFFF))
         .collect();

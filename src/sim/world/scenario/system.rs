@@ -7,9 +7,10 @@
 //! * `nt!KdVersionBlock`, the `DBGKD_GET_VERSION64` GetVersion copies (kd.md §3.10), which
 //!   debuggers find by scanning nt's data; `nt!KeNumberProcessors`; `nt!CmNtCSDVersion` (the
 //!   service pack the KDBG points at).
-//! * `nt!MmPteBase`, the start of the page tables' self-map window ([`crate::sim::physical`]), on
-//!   kernels that have the variable (Windows 10 1607+); the KDBG's `PteBase` is written beside
-//!   the other KDBG fields from [`SystemLayout::pte_base`].
+//! * `nt!MmPteBase`, the start of the page tables' self-map window
+//!   ([`crate::sim::machine::physical`]), on kernels that have the variable (Windows 10 1607+);
+//!   the KDBG's `PteBase` is written beside the other KDBG fields from
+//!   [`SystemLayout::pte_base`].
 //!
 //! Values the running machine decides (processor count, clock) are written for one CPU and no
 //! time here, and their addresses handed to the machine ([`RuntimeSites`]).
@@ -19,7 +20,7 @@ use std::collections::BTreeSet;
 use super::image::RuntimeSites;
 use super::layout::B;
 use super::{Result, ScenarioError};
-use crate::sim::physical::{
+use crate::sim::machine::physical::{
     self, pml4_slot, FIXED_SELF_MAP_SLOT, RANDOMIZED_SELF_MAP_SLOTS,
     SELF_MAP_RANDOMIZED_SINCE_BUILD,
 };
@@ -131,7 +132,7 @@ pub(super) fn lay_out(
 
     // ---- KdVersionBlock: what GetVersion answers, one CPU.
     if let Some(at) = kernel.kd_version_block {
-        let v = crate::sim::machine::kd_version(
+        let v = crate::sim::machine::kernel::kd_version(
             u16::try_from(kernel.build).unwrap_or(u16::MAX),
             1,
             kernel.kern_base,

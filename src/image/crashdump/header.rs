@@ -5,7 +5,7 @@
 //! that public readers agree on (kdmp-parser `structs.rs`, Volatility `crash.py`, rizin
 //! `dmp_specs.h`). The DumpType values are dbgeng's `DUMP_TYPE_*` (`dbgeng.h`).
 
-use super::error::{DumpError, Result};
+use crate::image::error::{DumpError, Result};
 
 /// Size of DUMP_HEADER64; what follows it depends on the dump type.
 pub const HEADER_LEN: usize = 0x2000;

@@ -16,51 +16,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
 use super::isf::{Isf, StructWriter};
-use super::memory::SimMemory;
 use super::scenario::{
-    charged_size, parse_num, Counters, LayoutReport, Num, PoolKind, Result, Scenario,
-    ScenarioError, SlistFormat, TrackerRuntime, POOL_PAGE_SIGNATURE, TRACKER_PAGE as PAGE,
-    TRACKER_SLOT as SLOT,
+    charged_size, parse_num, Counters, LayoutReport, PoolKind, Result, Scenario, ScenarioError,
+    SlistFormat, TrackerRuntime, POOL_PAGE_SIGNATURE, TRACKER_PAGE as PAGE, TRACKER_SLOT as SLOT,
 };
-
-/// One `[[timeline]]` entry of a scenario.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TimelineSpec {
-    /// Period in target time: `"60s"`, `"10s"`, `"1m"`, `"500ms"`, `"2h"`.
-    pub every: String,
-    /// The allocating driver (verified and loaded).
-    pub driver: String,
-    /// Allocate a block of this many bytes each period and keep it (a leak).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub allocate: Option<Num>,
-    /// Allocate a block of this many bytes each period and free it at once (no growth).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub allocate_and_free: Option<Num>,
-    /// Pool tag, four characters or a number (default `"Leak"`).
-    #[serde(default = "default_tag")]
-    pub tag: String,
-    #[serde(default)]
-    pub pool: PoolKind,
-    /// Logged allocation stack, innermost first (`module!Symbol+0xoff` or raw addresses).
-    #[serde(default)]
-    pub stack: Vec<String>,
-    /// Logged free stack (with `allocate_and_free`).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub free_stack: Vec<String>,
-    /// CallingAddress; default: the first stack frame inside the driver.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub caller: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub thread: Option<Num>,
-}
-
-fn default_tag() -> String {
-    "Leak".into()
-}
+use crate::sim::machine::memory::SimMemory;
 
 /// One resolved entry and when it next fires (target time since boot).
 #[derive(Debug, Clone)]

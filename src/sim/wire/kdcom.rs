@@ -15,10 +15,10 @@ use tokio::net::{TcpListener, UnixListener};
 use super::delay_line::sleep_precisely;
 use super::faults::{FaultInjector, FaultSpec};
 use super::kdnet::sleep_until;
-use super::machine::Machine;
-use super::report::Reporter;
-use super::stats::SimStats;
-use super::target::{TargetConfig, TargetCore};
+use crate::sim::machine::target::{TargetConfig, TargetCore};
+use crate::sim::machine::Machine;
+use crate::sim::status::report::Reporter;
+use crate::sim::status::stats::SimStats;
 
 /// Where the KDCOM target listens; at least one of the two.
 #[derive(Debug, Clone, Default)]

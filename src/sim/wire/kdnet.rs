@@ -13,10 +13,10 @@ use tokio::net::UdpSocket;
 
 use super::delay_line::DelayLine;
 use super::faults::{FaultInjector, FaultSpec};
-use super::machine::Machine;
-use super::report::Reporter;
-use super::stats::{reason_of, SimStats};
-use super::target::{TargetConfig, TargetCore};
+use crate::sim::machine::target::{TargetConfig, TargetCore};
+use crate::sim::machine::Machine;
+use crate::sim::status::report::Reporter;
+use crate::sim::status::stats::{reason_of, SimStats};
 
 /// KDNET protocol version byte the simulator speaks (kdnet.md §1.2: 2, 4 and 5 are seen).
 pub const DEFAULT_VERSION: u8 = 6;

@@ -101,9 +101,9 @@ pub struct Scenario {
     pub drivers: Vec<DriverSpec>,
     #[serde(rename = "allocation", default)]
     pub allocations: Vec<AllocationSpec>,
-    /// Changes that happen while the target runs (see [`crate::sim::timeline`]).
+    /// Changes that happen while the target runs (see [`crate::sim::world::timeline`]).
     #[serde(rename = "timeline", default, skip_serializing_if = "Vec::is_empty")]
-    pub timeline: Vec<super::timeline::TimelineSpec>,
+    pub timeline: Vec<TimelineSpec>,
 }
 
 /// Which kernel: a fixture directory (PE images + `manifest.json`) and its ISF.
@@ -313,6 +313,42 @@ fn one() -> u32 {
     1
 }
 
+/// One `[[timeline]]` entry of a scenario.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimelineSpec {
+    /// Period in target time: `"60s"`, `"10s"`, `"1m"`, `"500ms"`, `"2h"`.
+    pub every: String,
+    /// The allocating driver (verified and loaded).
+    pub driver: String,
+    /// Allocate a block of this many bytes each period and keep it (a leak).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allocate: Option<Num>,
+    /// Allocate a block of this many bytes each period and free it at once (no growth).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allocate_and_free: Option<Num>,
+    /// Pool tag, four characters or a number (default `"Leak"`).
+    #[serde(default = "default_tag")]
+    pub tag: String,
+    #[serde(default)]
+    pub pool: PoolKind,
+    /// Logged allocation stack, innermost first (`module!Symbol+0xoff` or raw addresses).
+    #[serde(default)]
+    pub stack: Vec<String>,
+    /// Logged free stack (with `allocate_and_free`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub free_stack: Vec<String>,
+    /// CallingAddress; default: the first stack frame inside the driver.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caller: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread: Option<Num>,
+}
+
+fn default_tag() -> String {
+    "Leak".into()
+}
+
 /// Names of the built-in scenarios.
 pub const BUILTIN: &[&str] = &[
     "win7-myfault",
@@ -364,10 +400,10 @@ impl Scenario {
     /// A built-in scenario by name (`win7-myfault`, `win10-myfault`, `win11-myfault`).
     pub fn builtin(name: &str) -> Result<Scenario> {
         let text = match name {
-            "win7-myfault" => include_str!("../../../captures/scenarios/win7-myfault.toml"),
-            "win10-myfault" => include_str!("../../../captures/scenarios/win10-myfault.toml"),
-            "win11-myfault" => include_str!("../../../captures/scenarios/win11-myfault.toml"),
-            "watch-leak" => include_str!("../../../captures/scenarios/watch-leak.toml"),
+            "win7-myfault" => include_str!("../../../../captures/scenarios/win7-myfault.toml"),
+            "win10-myfault" => include_str!("../../../../captures/scenarios/win10-myfault.toml"),
+            "win11-myfault" => include_str!("../../../../captures/scenarios/win11-myfault.toml"),
+            "watch-leak" => include_str!("../../../../captures/scenarios/watch-leak.toml"),
             other => {
                 return Err(ScenarioError::Invalid(format!(
                     "no built-in scenario `{other}` (have {BUILTIN:?})"

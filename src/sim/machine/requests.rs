@@ -10,8 +10,8 @@ use kdproto::api::{
     STATUS_UNSUCCESSFUL,
 };
 
-use super::context::{ContextStager, StageOutcome};
-use super::machine::Machine;
+use super::set_context::{ContextStager, StageOutcome};
+use super::Machine;
 
 /// What the stop loop does after a request.
 #[derive(Debug, Clone, PartialEq, Eq)]

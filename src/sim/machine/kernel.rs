@@ -2,8 +2,13 @@
 //! instruction, PsLoadedModuleList with one KLDR entry (ntoskrnl.exe), the debugger data list
 //! and its KDBG block (kd.md §4), and per-CPU KPCR/KPRCB/KTHREAD/stack pages.
 
-use super::machine::{put_u16, put_u32, put_u64};
-use super::memory::SimMemory;
+use kdproto::api::{
+    Version, DBGKD_64BIT_PROTOCOL_VERSION2, DBGKD_VERS_FLAG_DATA, DBGKD_VERS_FLAG_MP,
+    DBGKD_VERS_FLAG_PTR64, IMAGE_FILE_MACHINE_AMD64, KD_SECONDARY_VERSION_AMD64_CONTEXT,
+    MAJOR_VERSION_FREE,
+};
+
+use super::memory::{put_u16, put_u32, put_u64, SimMemory};
 
 /// SizeOfImage of the tiny kernel: headers, .text, .data.
 pub const IMAGE_SIZE: u32 = 0x3000;
@@ -295,6 +300,38 @@ fn rsds_record() -> Vec<u8> {
     r.extend_from_slice(PDB_NAME.as_bytes());
     r.push(0);
     r
+}
+
+/// The `DBGKD_GET_VERSION64` of a kernel (kd.md §3.5): what GetVersion answers and what
+/// `nt!KdVersionBlock` holds.
+pub fn kd_version(
+    build: u16,
+    processors: u16,
+    kern_base: u64,
+    ps_loaded_module_list: u64,
+    debugger_data_list: u64,
+) -> Version {
+    let mut flags = DBGKD_VERS_FLAG_PTR64 | DBGKD_VERS_FLAG_DATA;
+    if processors > 1 {
+        flags |= DBGKD_VERS_FLAG_MP;
+    }
+    Version {
+        major_version: MAJOR_VERSION_FREE,
+        minor_version: build,
+        protocol_version: DBGKD_64BIT_PROTOCOL_VERSION2,
+        kd_secondary_version: KD_SECONDARY_VERSION_AMD64_CONTEXT,
+        flags,
+        machine_type: IMAGE_FILE_MACHINE_AMD64,
+        max_packet_type: 0x0C,
+        max_state_change: 3,
+        // DbgKdMaximumManipulate − DbgKdMinimumManipulate on Windows 10/11 (0x3163 − 0x3130).
+        max_manipulate: 0x33,
+        simulation: 0,
+        unused: 0,
+        kern_base,
+        ps_loaded_module_list,
+        debugger_data_list,
+    }
 }
 
 #[cfg(test)]

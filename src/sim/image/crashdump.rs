@@ -1,6 +1,6 @@
 //! Windows x64 kernel crash dumps of the simulated machine (`kdleak sim --write-dump`): the
-//! 0x2000-byte `DUMP_HEADER64` followed by physical memory ([`super::physical`]), in one of three
-//! real layouts:
+//! 0x2000-byte `DUMP_HEADER64` followed by physical memory ([`crate::sim::machine::physical`]),
+//! in one of three real layouts:
 //!
 //! | `--dump-type` | DumpType | after the header | pages |
 //! |---|---|---|---|
@@ -28,9 +28,9 @@ use std::path::{Path, PathBuf};
 
 use kdproto::api::IMAGE_FILE_MACHINE_AMD64;
 
-use super::machine::Machine;
-use super::memory::PAGE_SIZE;
-use super::physical::PhysicalMemory;
+use crate::sim::machine::memory::PAGE_SIZE;
+use crate::sim::machine::physical::PhysicalMemory;
+use crate::sim::machine::Machine;
 
 /// Size of `DUMP_HEADER64`; the first page (full) or the bitmap header (bitmap) follows.
 pub const HEADER_SIZE: usize = 0x2000;

@@ -1,6 +1,6 @@
-//! Where each physical page's content is in the file: a sorted list of runs (first page frame,
-//! page count, file offset), built from the header's memory descriptor (full dumps) or the page
-//! bitmap (bitmap dumps), every count checked against the file's size before it is used.
+//! Where a crash dump keeps each physical page: the runs of the header's memory descriptor (full
+//! dumps) or the page bitmap after the header (bitmap dumps), every count checked against the
+//! file's size before it is used.
 //!
 //! Layouts: PHYSICAL_MEMORY_DESCRIPTOR64 / PHYSICAL_MEMORY_RUN64 (`mindumpdef.h`); the bitmap
 //! dump header as kdmp-parser's `BmpHeader64` (which reads real Windows dumps in its tests):
@@ -10,76 +10,23 @@
 
 use tracing::warn;
 
-use super::error::{DumpError, Result};
-use super::header::{DumpKind, HEADER_LEN, PHYSICAL_MEMORY_BLOCK, PHYSICAL_MEMORY_BLOCK_LEN};
-use super::Source;
+use crate::image::error::{DumpError, Result};
+use crate::image::physmap::{PhysMap, Run, MAX_PFN, PAGE_SIZE};
+use crate::image::Source;
 
-pub const PAGE_SIZE: u64 = 0x1000;
-/// x64 physical addresses have at most 52 bits: no page frame number reaches 2^40.
-pub const MAX_PFN: u64 = 1 << 40;
+use super::header::{DumpKind, HEADER_LEN, PHYSICAL_MEMORY_BLOCK, PHYSICAL_MEMORY_BLOCK_LEN};
+
 /// PHYSICAL_MEMORY_RUN64 entries that fit in the header's 700-byte descriptor buffer.
 const MAX_RUNS: u64 = ((PHYSICAL_MEMORY_BLOCK_LEN - 16) / 16) as u64;
 const BITMAP_HEADER_LEN: u64 = 0x38;
 /// Bitmap bytes read per file read.
 const BITMAP_CHUNK: usize = 64 << 10;
 
-/// Consecutive page frames stored consecutively in the file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Run {
-    pub first_pfn: u64,
-    pub pages: u64,
-    pub file_offset: u64,
-}
-
-/// Physical page frame → file offset, for the pages the dump holds.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PhysMap {
-    /// Sorted by `first_pfn`, never overlapping.
-    runs: Vec<Run>,
-    pages: u64,
-}
-
-impl PhysMap {
-    /// The file offset of page frame `pfn`, if the dump holds it.
-    pub fn file_offset(&self, pfn: u64) -> Option<u64> {
-        let i = self.runs.partition_point(|r| r.first_pfn <= pfn);
-        let run = self.runs.get(i.checked_sub(1)?)?;
-        let index = pfn - run.first_pfn;
-        (index < run.pages).then(|| run.file_offset + index * PAGE_SIZE)
-    }
-
-    /// Pages the dump holds.
-    pub fn pages(&self) -> u64 {
-        self.pages
-    }
-
-    pub fn runs(&self) -> &[Run] {
-        &self.runs
-    }
-
-    /// Reads the map of a dump of `kind` whose header is `head`.
-    pub fn read<S: Source + ?Sized>(kind: DumpKind, head: &[u8], src: &S) -> Result<Self> {
-        match kind {
-            DumpKind::Full => full(head, src.len()),
-            DumpKind::Bitmap => bitmap(src),
-        }
-    }
-
-    /// Sorts the runs and refuses overlaps (one frame in two places).
-    fn finish(mut runs: Vec<Run>, pages: u64, at: u64) -> Result<Self> {
-        runs.sort_by_key(|r| r.first_pfn);
-        for pair in runs.windows(2) {
-            if pair[0].first_pfn + pair[0].pages > pair[1].first_pfn {
-                return Err(DumpError::corrupt(
-                    at,
-                    format!(
-                        "the physical memory runs at page frames {:#x} and {:#x} overlap",
-                        pair[0].first_pfn, pair[1].first_pfn
-                    ),
-                ));
-            }
-        }
-        Ok(Self { runs, pages })
+/// Reads the map of a dump of `kind` whose header is `head`.
+pub fn read<S: Source + ?Sized>(kind: DumpKind, head: &[u8], src: &S) -> Result<PhysMap> {
+    match kind {
+        DumpKind::Full => full(head, src.len()),
+        DumpKind::Bitmap => bitmap(src),
     }
 }
 
@@ -299,7 +246,7 @@ pub(crate) mod tests {
     }
 
     fn map(file: &[u8], kind: DumpKind) -> Result<PhysMap> {
-        PhysMap::read(kind, &file[..HEADER_LEN], file)
+        read(kind, &file[..HEADER_LEN], file)
     }
 
     #[test]

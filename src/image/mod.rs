@@ -1,16 +1,26 @@
-//! Windows x64 kernel crash dumps (full and bitmap — the layouts Windows writes for complete and
-//! kernel memory dumps) as a second source of target memory: the header's facts, physical pages
-//! by page frame, and virtual reads through the dump's own page tables, behind the same
-//! [`Memory`] trait as a live session.
+//! Memory images of a Windows x64 machine — today the crash dumps Windows writes for complete and
+//! kernel memory dumps (full and bitmap) — as a second source of target memory: the machine's
+//! facts, physical pages by page frame, and virtual reads through the image's own page tables,
+//! behind the same [`Memory`] trait as a live session.
 //!
-//! The file is read lazily with positional reads: opening reads the 8 KiB header and (bitmap
-//! dumps) the bitmap, and each memory read then reads only the pages it touches. The operating
+//! * [`format`](mod@format) — the seam: [`MachineFacts`] and the page map each format's reader
+//!   returns, and the one place that picks the reader; [`crashdump`] — `DUMP_HEADER64` dumps
+//!   (DumpType 1, 5, 6).
+//! * [`physmap`] — physical page frame → file offset; [`paging`] — the x64 page-table walk;
+//!   [`Dump`] (here) — virtual reads and the `Memory` trait over any format; [`error`].
+//!
+//! Data flows one way: file ([`Source`]) → format reader → facts + [`PhysMap`] → [`Dump`] →
+//! page walk → virtual reads.
+//!
+//! The file is read lazily with positional reads: opening reads the header (crash dumps: 8 KiB
+//! and the bitmap), and each memory read then reads only the pages it touches. The operating
 //! system's page cache does the caching, so a dump of many GiB costs what the pull reads.
 //! Positional reads rather than a memory map: a map of a file that shrinks under it (a dump
 //! still being copied) kills the process with SIGBUS, a read just fails.
 
+pub mod crashdump;
 pub mod error;
-pub mod header;
+pub mod format;
 pub mod paging;
 pub mod physmap;
 
@@ -18,8 +28,9 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::path::Path;
 
+pub use crashdump::{DumpHeader, DumpKind, HEADER_LEN};
 pub use error::{DumpError, Result};
-pub use header::{DumpHeader, DumpKind, HEADER_LEN};
+pub use format::{Layout, MachineFacts};
 pub use paging::Translation;
 pub use physmap::{PhysMap, PAGE_SIZE};
 
@@ -97,10 +108,10 @@ impl Source for DumpFile {
 /// Virtual pages whose translation is remembered before the cache starts over.
 const TRANSLATION_CACHE: usize = 1 << 16;
 
-/// An opened dump: its header, where each physical page is, and virtual reads.
+/// An opened dump: its machine's facts, where each physical page is, and virtual reads.
 pub struct Dump<S: Source = DumpFile> {
     src: S,
-    pub header: DumpHeader,
+    pub facts: MachineFacts,
     map: PhysMap,
     /// Virtual page → physical page frame (`None`: not in the dump), for this process's reads.
     translations: HashMap<u64, Option<u64>>,
@@ -127,15 +138,10 @@ pub fn open(path: &Path) -> Result<Dump<DumpFile>> {
 }
 
 impl<S: Source> Dump<S> {
-    /// Reads the header and page map of `src`.
+    /// Reads the facts and page map of `src`, with the reader of its format.
     pub fn new(src: S) -> Result<Self> {
-        let head_len = src.len().min(HEADER_LEN as u64) as usize;
-        let mut head = vec![0u8; head_len];
-        src.read_at(0, &mut head)
-            .map_err(|e| DumpError::corrupt(0, format!("reading the header failed: {e}")))?;
-        let header = header::parse(&head)?;
-        let map = PhysMap::read(header.kind, &head, &src)?;
-        let dtb = header.directory_table_base;
+        let Layout { facts, map } = format::read(&src)?;
+        let dtb = facts.directory_table_base;
         let pml4 = (dtb & 0x000f_ffff_ffff_f000) / PAGE_SIZE;
         if map.file_offset(pml4).is_none() {
             return Err(DumpError::corrupt(
@@ -149,7 +155,7 @@ impl<S: Source> Dump<S> {
         }
         Ok(Self {
             src,
-            header,
+            facts,
             map,
             translations: HashMap::new(),
         })
@@ -176,7 +182,7 @@ impl<S: Source> Dump<S> {
 
     /// Where virtual address `va` is in physical memory, through the dump's page tables.
     pub fn translate(&self, va: u64) -> Result<Translation> {
-        paging::translate(self.header.directory_table_base, va, |pa| {
+        paging::translate(self.facts.directory_table_base, va, |pa| {
             let mut entry = [0u8; 8];
             Ok(self
                 .read_physical(pa, &mut entry)?
@@ -250,8 +256,8 @@ impl<S: Source> Memory for Dump<S> {
 
 #[cfg(test)]
 mod tests {
-    use super::header::tests::header;
-    use super::physmap::tests::{bitmap_dump, full_dump};
+    use super::crashdump::header::tests::header;
+    use super::crashdump::runs::tests::{bitmap_dump, full_dump};
     use super::*;
 
     const VA: u64 = 0xfffff800_00400000;
