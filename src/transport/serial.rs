@@ -2,7 +2,7 @@
 //! without libudev. The port's blocking I/O runs on two threads bridged to an in-memory async
 //! stream, so the session sees an ordinary [`StreamTransport`].
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -107,11 +107,8 @@ pub fn bridge(port: Box<dyn SerialPort>) -> io::Result<DuplexStream> {
                 match handle.block_on(from_session.read(&mut buf)) {
                     Ok(0) | Err(_) => break,
                     Ok(n) => {
-                        if writer
-                            .write_all(&buf[..n])
-                            .and_then(|()| writer.flush())
-                            .is_err()
-                        {
+                        if let Err(error) = write_patiently(&mut *writer, &buf[..n]) {
+                            debug!(%error, "serial write failed");
                             break;
                         }
                     }
@@ -120,4 +117,95 @@ pub fn bridge(port: Box<dyn SerialPort>) -> io::Result<DuplexStream> {
             closed.store(true, Ordering::Relaxed);
         })?;
     Ok(ours)
+}
+
+/// How long a write may wait for the line to take its bytes before the port counts as broken: a
+/// slow line (4 KiB take 0.36 s at 115200 baud) or a busy peer draining a pty fills the output
+/// buffer, and each attempt waits only `POLL`.
+const WRITE_PATIENCE: Duration = Duration::from_secs(10);
+
+/// Writes all of `bytes`, retrying the writes that time out (the port's timeout is `POLL`, so a
+/// full output buffer is not a closed line) until `WRITE_PATIENCE` has passed without progress.
+fn write_patiently(writer: &mut dyn io::Write, mut bytes: &[u8]) -> io::Result<()> {
+    let mut last_progress = std::time::Instant::now();
+    let retryable = |e: &io::Error| {
+        matches!(
+            e.kind(),
+            io::ErrorKind::TimedOut | io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock
+        )
+    };
+    while !bytes.is_empty() {
+        match writer.write(bytes) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                bytes = &bytes[n..];
+                last_progress = std::time::Instant::now();
+            }
+            Err(e) if retryable(&e) && last_progress.elapsed() < WRITE_PATIENCE => {}
+            Err(e) => return Err(e),
+        }
+    }
+    loop {
+        match writer.flush() {
+            Ok(()) => return Ok(()),
+            Err(e) if retryable(&e) && last_progress.elapsed() < WRITE_PATIENCE => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Takes at most `chunk` bytes per write and times out every other attempt, as a full tty
+    /// output buffer does.
+    struct SlowLine {
+        written: Vec<u8>,
+        chunk: usize,
+        attempts: usize,
+    }
+
+    impl io::Write for SlowLine {
+        fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+            self.attempts += 1;
+            if self.attempts % 2 == 1 {
+                return Err(io::ErrorKind::TimedOut.into());
+            }
+            let n = bytes.len().min(self.chunk);
+            self.written.extend_from_slice(&bytes[..n]);
+            Ok(n)
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_write_that_times_out_on_a_full_line_is_retried_not_a_closed_port() {
+        let mut line = SlowLine {
+            written: Vec::new(),
+            chunk: 7,
+            attempts: 0,
+        };
+        let bytes: Vec<u8> = (0..100).collect();
+        write_patiently(&mut line, &bytes).unwrap();
+        assert_eq!(line.written, bytes);
+    }
+
+    #[test]
+    fn a_real_write_error_still_ends_the_port() {
+        struct Gone;
+        impl io::Write for Gone {
+            fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+                Err(io::ErrorKind::BrokenPipe.into())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let error = write_patiently(&mut Gone, b"x").unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::BrokenPipe);
+    }
 }
