@@ -206,7 +206,7 @@ fn stack_addresses_take_the_same_names_from_both() {
 }
 
 #[test]
-fn kinds_match_for_unions() {
+fn an_isf_union_is_a_union_and_its_members_resolve_by_name() {
     let (_, isf) = sources("win10-19041");
     let types = isf.types().unwrap();
     let slist = types.record(types.find("_SLIST_HEADER").unwrap()).unwrap();

@@ -134,7 +134,7 @@ fn source(args: &TypesArgs) -> Result<(Source, String)> {
             }
             let path = PathBuf::from(&args.first);
             if !path.is_file() {
-                bail!("{}: no such PDB or ISF file", path.display());
+                bail!("{}: no such PDB file (or ISF table)", path.display());
             }
             // `ntkrnlmp.pdb nt!_X` works too: the module prefix is the file's.
             let type_name = type_name.rsplit('!').next().unwrap_or(type_name);

@@ -1,6 +1,6 @@
 //! The text output: per driver a WinDbg-style `!verifier 3 <driver>` block, per outstanding
-//! allocation a `!verifier 80 <address>` block, then the leak table of allocation sites and a
-//! completeness line.
+//! allocation a `!verifier 80 <address>` block, then the leak table of allocation sites, a
+//! completeness line, and where each module's symbols came from.
 //!
 //! The WinDbg blocks come in two layouts ([`WindbgStyle`]): [`current`], as today's WinDbg prints
 //! them (whatever the target's Windows version; the flag lists follow the target's build), and
@@ -72,7 +72,8 @@ impl Default for TextOptions {
 }
 
 /// Renders the whole report: per driver a `!verifier 3` block, per outstanding allocation a
-/// `!verifier 80` block, then the leak table and the completeness line. Every line ends in `\n`.
+/// `!verifier 80` block, then the leak table, the completeness line and the symbols line. Every
+/// line ends in `\n`.
 pub fn render(report: &LeakReport, options: &TextOptions) -> String {
     let mut out = String::new();
     for (i, driver) in report.drivers.iter().enumerate() {
