@@ -117,11 +117,19 @@ async fn collect<M: Memory>(
             )),
         },
         // Without the kernel's symbols, nothing past the kernel's own RSDS record can be read.
-        Err(Error::TargetData(why)) if !symbols.requested().is_empty() => notes.push(format!(
-            "{why}. Only the kernel is listed: the drivers are found with the kernel's layouts. \
-             Fetch this list, then run `kdleak symbols manifest` again with the kernel's PDB in \
-             --sympath (or an ISF pack with --isf) to list the drivers' PDBs too"
-        )),
+        Err(Error::TargetData(why)) if !symbols.requested().is_empty() => {
+            let kernel_found = symbols.requested()[0].found.is_some();
+            notes.push(if kernel_found {
+                format!("{why}. Only the kernel is listed: its module list could not be read")
+            } else {
+                format!(
+                    "{why}. Only the kernel is listed: the drivers are found with the kernel's \
+                     layouts. Fetch this list, then run `kdleak symbols manifest` again with the \
+                     kernel's PDB in --sympath (or an ISF pack with --isf) to list the drivers' \
+                     PDBs too"
+                )
+            });
+        }
         Err(e) => return Err(e),
     }
     Ok(Needed {

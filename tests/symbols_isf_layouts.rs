@@ -213,3 +213,82 @@ fn an_isf_union_is_a_union_and_its_members_resolve_by_name() {
     assert_eq!(slist.kind, RecordKind::Union);
     assert_eq!(isf.offset("_SLIST_HEADER", "HeaderX64.Depth").unwrap(), 0);
 }
+
+fn kernel_id(fixture: &str) -> kdleak::symbols::PdbId {
+    let manifest = fixture_isf::manifest(fixture);
+    let kernel = &manifest["files"]["ntoskrnl.exe"];
+    kdleak::symbols::PdbId {
+        name: "ntkrnlmp.pdb".into(),
+        guid: kdleak::symbols::isf::registry_guid(kernel["pdb_guid"].as_str().unwrap()).unwrap(),
+        age: kernel["pdb_age"].as_u64().unwrap() as u32,
+    }
+}
+
+fn loader(packs: Vec<PathBuf>, force: bool) -> kdleak::symbols::Symbols {
+    let mut options = kdleak::symbols::SymbolOptions::new(Some("")).unwrap();
+    options.offline = true;
+    options.force = force;
+    options.isf = packs;
+    kdleak::symbols::Symbols::new(options)
+}
+
+#[test]
+fn a_table_is_checked_against_the_module_like_a_pdb() {
+    let pack = tempfile::tempdir().unwrap();
+    // The Windows 10 table filed under the Windows 7 kernel's name.
+    let dir = pack.path().join("windows/ntkrnlmp.pdb");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join(fixture_isf::table_name("win7-7601")),
+        fixture_isf::fixture_isf_xz("win10-19041"),
+    )
+    .unwrap();
+    let win7 = kernel_id("win7-7601");
+    let err = loader(vec![pack.path().to_path_buf()], false)
+        .load_module_id(&win7)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("wrong PDB") && err.contains(&win7.guid) && err.contains("--force-symbols"),
+        "{err}"
+    );
+    let forced = loader(vec![pack.path().to_path_buf()], true)
+        .load_module_id(&win7)
+        .unwrap();
+    assert_eq!(forced.kind(), kdleak::symbols::SourceKind::Isf);
+    assert_eq!(forced.id(), &kernel_id("win10-19041"), "what the table is");
+}
+
+#[test]
+fn the_loader_remembers_what_it_was_asked_for_and_what_answered() {
+    let pack = tempfile::tempdir().unwrap();
+    fixture_isf::write_fixture_isf("win11-22000", pack.path());
+    let symbols = loader(vec![pack.path().to_path_buf()], false);
+    let nt = symbols.load_module_id(&kernel_id("win11-22000")).unwrap();
+    assert_eq!(nt.kind(), kdleak::symbols::SourceKind::Isf);
+    let again = symbols.load_module_id(&kernel_id("win11-22000")).unwrap();
+    assert!(
+        matches!(
+            (&nt, &again),
+            (ModuleSymbols::Isf(a), ModuleSymbols::Isf(b)) if Arc::ptr_eq(a, b)
+        ),
+        "a table is read once per process"
+    );
+    let other = kernel_id("win7-7601");
+    assert!(symbols.load_module_id(&other).is_err());
+    let asked: Vec<_> = symbols
+        .requested()
+        .into_iter()
+        .map(|r| (r.id, r.found))
+        .collect();
+    assert_eq!(
+        asked,
+        [
+            (
+                kernel_id("win11-22000"),
+                Some(kdleak::symbols::SourceKind::Isf)
+            ),
+            (other, None)
+        ]
+    );
+}
