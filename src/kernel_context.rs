@@ -1,6 +1,7 @@
-//! What every command learns first about the kernel: its build, its base, the kernel's PDB (found
-//! through the symbol path from the RSDS record in target memory), the loaded modules walked with
-//! the layout that PDB gives, and — when one can be found — the debugger data block (KDBG).
+//! What every command learns first about the kernel: its build, its base, the kernel's symbols
+//! (its PDB, found through the symbol path from the RSDS record in target memory, or else its
+//! ISF table from a symbol pack), the loaded modules walked with the layout they give, and —
+//! when one can be found — the debugger data block (KDBG).
 //!
 //! Two sources give the starting facts: a live target's GetVersion reply (build, KernBase,
 //! PsLoadedModuleList), or a crash dump's header (build, PsLoadedModuleList, KdDebuggerDataBlock,
@@ -19,7 +20,7 @@ use tracing::{info, warn};
 use crate::image::MachineFacts;
 use crate::kernel::{self, Kdbg, KernelError, Memory, ModuleList, PdbInfo};
 use crate::session::{self, Error, Session};
-use crate::symbols::{self, Pdb, Symbols};
+use crate::symbols::{self, ModuleSymbols, Symbols};
 
 /// Where the KDBG block was found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -57,8 +58,9 @@ pub struct KernelContext {
     pub kdbg_problems: Vec<String>,
     /// `PsLoadedModuleList` (from GetVersion or the dump header, else KDBG, else the kernel PDB).
     pub module_list_head: u64,
-    /// The kernel's PDB: every structure layout the pull reads comes from here.
-    pub nt: Arc<Pdb>,
+    /// The kernel's symbols (its PDB, or an ISF table): every structure layout the pull reads
+    /// comes from here.
+    pub nt: ModuleSymbols,
     pub modules: ModuleList,
     /// Things the target reported that this host worked around (also logged as warnings).
     pub warnings: Vec<String>,
@@ -257,7 +259,7 @@ impl KernelContext {
                     "{image} has no RSDS debug record: cannot find its PDB"
                 ))
             })?;
-        let nt = load_pdb(symbols, rsds).await?;
+        let nt = load_symbols(symbols, rsds).await?;
         if search.found.is_none() {
             kdbg_from_pdb(mem, &nt, facts.kern_base, &mut search).await?;
         }
@@ -275,7 +277,9 @@ impl KernelContext {
         .into_iter()
         .find(|&head| head != 0)
         .ok_or_else(|| Error::TargetData("nothing gives PsLoadedModuleList".into()))?;
-        let layout = symbols::module_layout(&nt)
+        let layout = nt
+            .types()
+            .and_then(|types| symbols::module_layout(&types))
             .map_err(|e| Error::TargetData(format!("kernel symbols: {e}")))?;
         let modules = kernel::walk_modules(mem, module_list_head, &layout)
             .await
@@ -313,16 +317,17 @@ impl KernelContext {
 /// already).
 async fn kdbg_from_pdb<M: Memory>(
     mem: &mut M,
-    nt: &Pdb,
+    nt: &ModuleSymbols,
     kern_base: u64,
     search: &mut KdbgSearch,
 ) -> session::Result<()> {
     let rva = match nt.try_symbol_rva("KdDebuggerDataBlock") {
         Ok(Some(rva)) => rva,
         _ => {
-            search
-                .problems
-                .push("the kernel PDB has no KdDebuggerDataBlock symbol".into());
+            search.problems.push(format!(
+                "the kernel's {} has no KdDebuggerDataBlock symbol",
+                nt.kind().as_str()
+            ));
             return Ok(());
         }
     };
@@ -379,11 +384,12 @@ fn target_data(what: &str, error: KernelError) -> Error {
     }
 }
 
-/// Loads a PDB off the async runtime: it may read large files or download from a symbol server.
-pub async fn load_pdb(symbols: &Arc<Symbols>, rsds: PdbInfo) -> session::Result<Arc<Pdb>> {
+/// Loads a module's symbols (its PDB, else its ISF table) off the async runtime: it may read
+/// large files or download from a symbol server.
+pub async fn load_symbols(symbols: &Arc<Symbols>, rsds: PdbInfo) -> session::Result<ModuleSymbols> {
     let symbols = Arc::clone(symbols);
     let name = rsds.file_name().to_string();
-    tokio::task::spawn_blocking(move || symbols.load(&rsds))
+    tokio::task::spawn_blocking(move || symbols.load_module(&rsds))
         .await
         .map_err(|e| Error::TargetData(format!("loading {name} failed: {e}")))?
         .map_err(|e| Error::TargetData(format!("symbols for {name}: {e}")))

@@ -3,7 +3,8 @@
 //! * [`connect`] — WinDbg `-k` connection strings; [`transport`] — UDP, streams, serial ports.
 //! * [`session`] — the host session: attach, break in, requests, chunked reads, always resume.
 //! * [`kernel`] — KDBG, loaded modules, PE/RSDS from target memory, behind the `Memory` trait.
-//! * [`symbols`] — PDB layouts and names, the symbol path; [`kernel_context`] ties them together.
+//! * [`symbols`] — PDB (or ISF symbol pack) layouts and names, the symbol path; [`kernel_context`]
+//!   ties them together; [`needed`] — the PDBs a pull needs (`kdleak symbols manifest`).
 //! * [`info`] — `kdleak info`; [`decode`] / [`capture`] — `kdleak decode`.
 //! * [`sim`] — the simulated Windows target.
 
@@ -18,6 +19,7 @@ pub mod image;
 pub mod info;
 pub mod kernel;
 pub mod kernel_context;
+pub mod needed;
 pub mod report;
 pub mod session;
 pub mod sim;

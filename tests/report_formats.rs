@@ -158,6 +158,7 @@ fn seed_report() -> LeakReport {
             kernel_base: 0xfffff8000140f000,
             time: "2026-11-27T04:40:00Z".to_string(),
             connection: "sim:win7-myfault".to_string(),
+            symbol_sources: Vec::new(),
         },
         verifier: VerifierState {
             level: 0x8,

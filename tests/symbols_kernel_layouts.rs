@@ -209,7 +209,7 @@ fn check_fixture(dir: &Path) -> Checked {
         assert_eq!(u64::from(pdb.symbol_rva(name).unwrap()), want, "{name}");
     }
     // The module walk's layout from the PDB equals the ISF's loader entry.
-    let layout = module_layout(&pdb).unwrap();
+    let layout = module_layout(&pdb.types().unwrap()).unwrap();
     let ldr = if isf["user_types"]["_KLDR_DATA_TABLE_ENTRY"].is_object() {
         "_KLDR_DATA_TABLE_ENTRY"
     } else {

@@ -12,7 +12,8 @@
 //! are compact images whose symbols sit at other RVAs than the ISF's (captures/gen/README.md), so
 //! the test writes a copy of the build's ISF — its types unchanged, its symbols those of the
 //! fixture at the fixture's RVAs (manifest.json), its metadata naming the fixture's GUID and age
-//! — as `windows/ntkrnlmp.pdb/<GUID>-<AGE>.json.xz` in a symbol directory it passes with `-s`.
+//! — as `windows/ntkrnlmp.pdb/<GUID>-<AGE>.json.xz` in a symbol directory it passes with `-s`
+//! (`tests/fixture_isf`, the same tables kdleak's own ISF-pack tests read).
 //! Volatility runs `--offline` with its cache under the test's target directory (the first run
 //! after a fixture change validates each ISF: a few seconds more). If `vol` is missing the test
 //! fails: no silent skip.
@@ -25,7 +26,10 @@ use std::time::Instant;
 
 use kdleak::sim::machine::physical::CR3;
 use kdleak::sim::world::scenario::{csd_version, nt_version};
-use serde_json::{json, Value};
+use serde_json::Value;
+
+mod fixture_isf;
+use fixture_isf::{manifest, write_fixture_isf};
 
 /// (scenario, fixture, --dump-type).
 const CASES: [(&str, &str, &str); 3] = [
@@ -46,50 +50,6 @@ fn hex_u64(value: &Value) -> u64 {
         .as_str()
         .unwrap_or_else(|| panic!("not a string: {value}"));
     u64::from_str_radix(text.trim_start_matches("0x"), 16).unwrap()
-}
-
-fn manifest(fixture: &str) -> Value {
-    let path = root()
-        .join("captures/fixtures")
-        .join(fixture)
-        .join("manifest.json");
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-/// Writes the build's ISF with the fixture kernel's identity and symbol RVAs into
-/// `symbols/windows/ntkrnlmp.pdb/<GUID>-<AGE>.json.xz`; returns the GUID.
-fn write_fixture_isf(fixture: &str, symbols: &Path) -> String {
-    let manifest = manifest(fixture);
-    let kernel = &manifest["files"]["ntoskrnl.exe"];
-    let guid = kernel["pdb_guid"].as_str().unwrap().to_string();
-    let age = kernel["pdb_age"].as_u64().unwrap();
-    let isf_path = root()
-        .join("captures/isf")
-        .join(manifest["isf"].as_str().unwrap());
-    let compressed = std::fs::read(&isf_path).unwrap();
-    let mut raw = Vec::new();
-    lzma_rs::xz_decompress(&mut &compressed[..], &mut raw).unwrap();
-    let mut isf: Value = serde_json::from_slice(&raw).unwrap();
-    let fixture_symbols: serde_json::Map<String, Value> = kernel["symbols"]
-        .as_object()
-        .unwrap()
-        .iter()
-        .filter(|(_, entry)| !entry.is_null())
-        .map(|(name, entry)| (name.clone(), json!({ "address": hex_u64(&entry["rva"]) })))
-        .collect();
-    assert!(
-        fixture_symbols.contains_key("KdVersionBlock"),
-        "{fixture}: the fixture kernel has no KdVersionBlock (regenerate with captures/gen/regen_all.sh)"
-    );
-    isf["symbols"] = Value::Object(fixture_symbols);
-    isf["metadata"]["windows"]["pdb"]["GUID"] = json!(guid);
-    isf["metadata"]["windows"]["pdb"]["age"] = json!(age);
-    let dir = symbols.join("windows/ntkrnlmp.pdb");
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut xz = Vec::new();
-    lzma_rs::xz_compress(&mut &serde_json::to_vec(&isf).unwrap()[..], &mut xz).unwrap();
-    std::fs::write(dir.join(format!("{guid}-{age}.json.xz")), xz).unwrap();
-    guid
 }
 
 fn kdleak(args: &[&str]) -> Value {

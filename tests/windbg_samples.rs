@@ -249,6 +249,7 @@ fn report(build: u32, level: u64, statistics: BTreeMap<String, u64>) -> LeakRepo
             kernel_base: 0,
             time: String::new(),
             connection: String::new(),
+            symbol_sources: Vec::new(),
         },
         verifier: VerifierState {
             level,

@@ -58,6 +58,12 @@ pub struct SymbolArgs {
     /// Seconds to wait for a symbol server to connect and answer.
     #[arg(long, value_name = "SECS", default_value_t = 30.0)]
     pub symbol_timeout: f64,
+    /// An ISF symbol pack (Volatility 3's format: a directory or a zip file with
+    /// windows/<pdb>/<GUID>-<AGE>.json.xz): where a module's PDB cannot be had, its layouts and
+    /// symbols come from here (repeatable; searched in order, then Volatility 3's symbol
+    /// directories).
+    #[arg(long, value_name = "DIR|ZIP")]
+    pub isf: Vec<PathBuf>,
 }
 
 impl SymbolArgs {
@@ -66,6 +72,14 @@ impl SymbolArgs {
         opts.offline = self.offline;
         opts.force = self.force_symbols;
         opts.timeout = Duration::from_secs_f64(self.symbol_timeout.max(0.0));
+        for pack in &self.isf {
+            anyhow::ensure!(
+                pack.is_dir() || pack.is_file(),
+                "--isf {}: no such directory or zip file",
+                pack.display()
+            );
+        }
+        opts.isf = self.isf.iter().cloned().chain(opts.isf).collect();
         Ok(opts)
     }
 }

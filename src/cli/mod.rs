@@ -13,6 +13,7 @@ mod attach;
 mod decode;
 mod info;
 mod sim;
+mod symbols;
 mod types;
 mod watch;
 
@@ -49,6 +50,9 @@ pub enum Command {
     /// Show a structure's layout from a PDB, like WinDbg's `dt`: offsets, names, types with
     /// qualifiers, bitfields (`kdleak types ntkrnlmp.pdb _MM_DRIVER_VERIFIER_DATA`).
     Types(Box<types::TypesArgs>),
+    /// For labs without a symbol server: list the PDBs a pull needs (`symbols manifest`), and
+    /// fetch them into a symbol store on a connected machine (`symbols fetch`).
+    Symbols(Box<symbols::SymbolsArgs>),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -67,6 +71,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Watch(args) => watch::run(*args),
         Command::Sim(args) => sim::run(*args),
         Command::Types(args) => types::run(*args),
+        Command::Symbols(args) => symbols::run(*args),
     }
 }
 

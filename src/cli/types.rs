@@ -6,15 +6,19 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use kdleak::symbols::{dt, Pdb, PdbId, SymbolError, SymbolOptions, Symbols};
+use kdleak::symbols::isfpack::TableFile;
+use kdleak::symbols::{
+    dt, IsfSymbols, ModuleSymbols, Pdb, PdbId, SourceKind, SymbolError, SymbolOptions, Symbols,
+};
 
 use super::args::SymbolArgs;
 use super::Format;
 
 #[derive(clap::Args)]
 pub struct TypesArgs {
-    /// The PDB file (`ntkrnlmp.pdb`), then the type. Alone, MODULE!TYPE (`nt!_LIST_ENTRY`),
-    /// found through the symbol path with --guid and --age.
+    /// The PDB file (`ntkrnlmp.pdb`) or ISF table (`GUID-AGE.json.xz`), then the type. Alone,
+    /// MODULE!TYPE (`nt!_LIST_ENTRY`), found through the symbol path (or an ISF pack, --isf)
+    /// with --guid and --age.
     #[arg(value_name = "PDB|MODULE!TYPE")]
     first: String,
     /// The structure or union (`_MM_DRIVER_VERIFIER_DATA`); with `*` or `?`, lists the matching
@@ -50,7 +54,10 @@ pub struct TypesArgs {
 #[derive(serde::Serialize)]
 struct JsonDoc<'a> {
     schema_version: u32,
+    /// The PDB file, or the ISF table.
     pdb: String,
+    /// `pdb` or `isf`.
+    source: SourceKind,
     guid: &'a str,
     age: u32,
     #[serde(flatten)]
@@ -62,6 +69,7 @@ struct JsonDoc<'a> {
 struct JsonList<'a> {
     schema_version: u32,
     pdb: String,
+    source: SourceKind,
     pattern: &'a str,
     types: Vec<dt::TypeLayout>,
 }
@@ -126,7 +134,7 @@ fn source(args: &TypesArgs) -> Result<(Source, String)> {
             }
             let path = PathBuf::from(&args.first);
             if !path.is_file() {
-                bail!("{}: no such PDB file", path.display());
+                bail!("{}: no such PDB file (or ISF table)", path.display());
             }
             // `ntkrnlmp.pdb nt!_X` works too: the module prefix is the file's.
             let type_name = type_name.rsplit('!').next().unwrap_or(type_name);
@@ -163,10 +171,26 @@ fn source(args: &TypesArgs) -> Result<(Source, String)> {
     }
 }
 
-fn open(source: Source) -> std::result::Result<Arc<Pdb>, SymbolError> {
+/// True for the file names of ISF tables (`.json`, `.json.xz`, `.json.gz`).
+fn is_isf(path: &std::path::Path) -> bool {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default();
+    [".json", ".json.xz", ".json.gz"]
+        .iter()
+        .any(|ext| name.ends_with(ext))
+}
+
+fn open(source: Source) -> std::result::Result<ModuleSymbols, SymbolError> {
     match source {
-        Source::Store(id, options) => Symbols::new(options).load_id(&id),
-        Source::File(path) => Pdb::open(&path).map(Arc::new),
+        Source::Store(id, options) => Symbols::new(options).load_module_id(&id),
+        Source::File(path) if is_isf(&path) => {
+            let file = TableFile::File(path);
+            let table = IsfSymbols::parse(&file.location(), &file.read()?, "")?;
+            Ok(ModuleSymbols::Isf(Arc::new(table)))
+        }
+        Source::File(path) => Pdb::open(&path).map(|pdb| ModuleSymbols::Pdb(Arc::new(pdb))),
     }
 }
 
@@ -178,7 +202,7 @@ fn pretty(doc: &impl serde::Serialize) -> String {
 /// What the command prints: the layout of `type_name`, or the names matching it when it has
 /// `*`/`?` (none matching is a missing type, exit 4).
 fn render(
-    pdb: &Pdb,
+    pdb: &ModuleSymbols,
     type_name: &str,
     args: &TypesArgs,
 ) -> std::result::Result<String, SymbolError> {
@@ -187,7 +211,7 @@ fn render(
         let found = dt::matching(&table, type_name);
         if found.is_empty() {
             return Err(SymbolError::TypeNotFound {
-                pdb: pdb.path().to_path_buf(),
+                pdb: PathBuf::from(pdb.location()),
                 type_name: type_name.to_string(),
             });
         }
@@ -198,7 +222,8 @@ fn render(
                 .collect(),
             Format::Json => pretty(&JsonList {
                 schema_version: 1,
-                pdb: pdb.path().display().to_string(),
+                pdb: pdb.location(),
+                source: pdb.kind(),
                 pattern: type_name,
                 types: found
                     .into_iter()
@@ -217,7 +242,8 @@ fn render(
         Format::Text => dt::render_text(&layout),
         Format::Json => pretty(&JsonDoc {
             schema_version: 1,
-            pdb: pdb.path().display().to_string(),
+            pdb: pdb.location(),
+            source: pdb.kind(),
             guid: &pdb.id().guid,
             age: pdb.id().age,
             layout,

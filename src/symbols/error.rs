@@ -63,6 +63,41 @@ pub enum SymbolError {
     Http { url: String, reason: String },
     #[error("symbol path element `{element}`: {reason}")]
     BadSymbolPath { element: String, reason: String },
+    /// An ISF symbol table (Volatility 3's format) that cannot be used.
+    #[error("{location}: not a usable ISF symbol table: {reason}")]
+    Isf { location: String, reason: String },
+    /// No ISF symbol pack holds the module's table.
+    #[error(
+        "no ISF symbol pack has {name}/{file}.json, .json.xz or .json.gz ({})",
+        looked_in(looked)
+    )]
+    IsfNotFound {
+        name: String,
+        /// `GUID-AGE`, Volatility's file name for the table.
+        file: String,
+        looked: Vec<String>,
+    },
+    /// Neither the symbol path nor an ISF symbol pack had the module's symbols.
+    #[error("{pdb}; and {isf}")]
+    NoSymbols {
+        pdb: Box<SymbolError>,
+        isf: Box<SymbolError>,
+    },
+    /// A symbol manifest (`kdleak symbols manifest`, `symchk /om`) line that cannot be read.
+    #[error("{path}:{line}: {reason}")]
+    BadManifest {
+        path: PathBuf,
+        line: usize,
+        reason: String,
+    },
+}
+
+fn looked_in(looked: &[String]) -> String {
+    if looked.is_empty() {
+        "no pack given with --isf DIR|ZIP, and none in Volatility 3's symbol directories".into()
+    } else {
+        format!("looked in {}", looked.join("; "))
+    }
 }
 
 impl SymbolError {
@@ -70,7 +105,7 @@ impl SymbolError {
     /// (target data or symbols this host cannot use).
     pub fn exit_code(&self) -> i32 {
         match self {
-            SymbolError::BadSymbolPath { .. } => 2,
+            SymbolError::BadSymbolPath { .. } | SymbolError::BadManifest { .. } => 2,
             _ => 4,
         }
     }

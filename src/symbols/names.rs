@@ -147,6 +147,30 @@ impl NameIndex {
         Ok(ix)
     }
 
+    /// The index of a source that has only names and RVAs (an ISF symbol pack's `symbols`): no
+    /// sections, no sizes, no function flags. An address takes the name of the nearest
+    /// preceding symbol, as with a public-only PDB; where two names share an RVA, the one that
+    /// sorts first names it.
+    pub fn from_symbols(symbols: impl IntoIterator<Item = (String, u32)>) -> Self {
+        let mut ix = NameIndex::default();
+        let mut sorted: Vec<(u32, String)> =
+            symbols.into_iter().map(|(name, rva)| (rva, name)).collect();
+        sorted.sort_unstable();
+        for (rva, raw) in sorted {
+            ix.by_name.entry(raw.clone()).or_insert(rva);
+            if ix.publics.last().is_some_and(|p| p.rva == rva) {
+                continue;
+            }
+            let name = ix.intern(display_name(&raw));
+            ix.publics.push(Public {
+                rva,
+                name,
+                function: false,
+            });
+        }
+        ix
+    }
+
     fn intern(&mut self, s: String) -> u32 {
         self.strings.push(s);
         (self.strings.len() - 1) as u32

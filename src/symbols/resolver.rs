@@ -33,6 +33,10 @@ pub struct SymbolOptions {
     /// Where compressed files from read-only stores are expanded and the default downstream
     /// store of `srv*URL`.
     pub cache_dir: PathBuf,
+    /// ISF symbol packs (directories or zip files, searched in order) for a module whose PDB
+    /// the symbol path does not have (README "Air-gapped labs"): `--isf`, then Volatility 3's
+    /// symbol directories ([`super::isfpack::default_locations`]).
+    pub isf: Vec<PathBuf>,
 }
 
 impl SymbolOptions {
@@ -48,6 +52,7 @@ impl SymbolOptions {
             transfer_timeout: Duration::from_secs(600),
             progress: true,
             cache_dir,
+            isf: super::isfpack::default_locations(),
         })
     }
 }
@@ -57,6 +62,11 @@ pub struct Symbols {
     opts: SymbolOptions,
     http: OnceLock<Http>,
     loaded: Mutex<HashMap<String, Arc<Pdb>>>,
+    /// ISF tables loaded for modules without a PDB ([`Symbols::load_module`]).
+    pub(super) tables: Mutex<HashMap<String, Arc<super::isf::IsfSymbols>>>,
+    /// Every module identity asked for, in order, with what answered (`kdleak symbols
+    /// manifest`).
+    pub(super) requested: Mutex<Vec<super::module::Requested>>,
 }
 
 /// What one search saw, for the error message.
@@ -66,7 +76,7 @@ struct Search {
     mismatch: Option<(PathBuf, PdbId)>,
 }
 
-fn cache_key(id: &PdbId) -> String {
+pub(super) fn cache_key(id: &PdbId) -> String {
     format!("{}/{}", id.name.to_ascii_lowercase(), id.store_key())
 }
 
@@ -76,6 +86,8 @@ impl Symbols {
             opts,
             http: OnceLock::new(),
             loaded: Mutex::new(HashMap::new()),
+            tables: Mutex::new(HashMap::new()),
+            requested: Mutex::new(Vec::new()),
         }
     }
 

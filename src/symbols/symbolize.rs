@@ -4,8 +4,27 @@
 
 use std::sync::Arc;
 
+use super::module::ModuleSymbols;
 use super::names::NameIndex;
 use super::pdbfile::Pdb;
+
+/// What names addresses in a module: a PDB, or a module's symbols from either source.
+pub trait AddressNames {
+    /// The module's name index; `None` when it cannot be built.
+    fn address_names(&self) -> Option<Arc<NameIndex>>;
+}
+
+impl AddressNames for Pdb {
+    fn address_names(&self) -> Option<Arc<NameIndex>> {
+        self.names().ok()
+    }
+}
+
+impl AddressNames for ModuleSymbols {
+    fn address_names(&self) -> Option<Arc<NameIndex>> {
+        self.names().ok()
+    }
+}
 
 /// `name+0xoff`, or `name` alone at offset 0.
 pub fn with_offset(name: &str, offset: u64) -> String {
@@ -46,8 +65,9 @@ struct Loaded {
     names: Option<Arc<NameIndex>>,
 }
 
-/// The modules of one target with their PDBs; built once per stop (or once per run), then
-/// symbolizes any number of addresses. Each module's address index is built once (in its `Pdb`).
+/// The modules of one target with their symbols; built once per stop (or once per run), then
+/// symbolizes any number of addresses. Each module's address index is built once (in its `Pdb`
+/// or ISF table).
 #[derive(Default)]
 pub struct AddressSpace {
     modules: Vec<Loaded>,
@@ -58,10 +78,17 @@ impl AddressSpace {
         Self::default()
     }
 
-    /// Adds a module. `name` is the display name (see [`module_display_name`]); `pdb` is `None`
-    /// for a module without usable symbols. A PDB whose index cannot be built counts as none.
-    pub fn add(&mut self, name: &str, base: u64, size: u64, pdb: Option<&Pdb>) {
-        let names = pdb.and_then(|p| p.names().ok());
+    /// Adds a module. `name` is the display name (see [`module_display_name`]); `symbols` is
+    /// `None` for a module without usable symbols. Symbols whose index cannot be built count as
+    /// none.
+    pub fn add<S: AddressNames + ?Sized>(
+        &mut self,
+        name: &str,
+        base: u64,
+        size: u64,
+        symbols: Option<&S>,
+    ) {
+        let names = symbols.and_then(AddressNames::address_names);
         let at = self.modules.partition_point(|m| m.base < base);
         self.modules.insert(
             at,
@@ -112,7 +139,7 @@ mod tests {
         );
         assert_eq!(raw_address(0xfffff8800447d634), "0xfffff880`0447d634");
         let mut space = AddressSpace::new();
-        space.add("myfault", 0x1000, 0x100, None);
+        space.add("myfault", 0x1000, 0x100, None::<&Pdb>);
         assert_eq!(space.symbolize(0x1010), "myfault+0x10");
         assert_eq!(space.symbolize(0x1000), "myfault");
         assert_eq!(space.symbolize(0x1100), "0x00001100");

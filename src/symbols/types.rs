@@ -308,6 +308,12 @@ enum Leaf {
     Procedure {
         returns: Option<u32>,
     },
+    /// A named primitive of a table built from another source than a TPI (an ISF's base type),
+    /// which has no CodeView index.
+    Base {
+        name: String,
+        size: u64,
+    },
     Other,
 }
 
@@ -664,6 +670,11 @@ impl TypeTable {
                 // No return type (index 0) is how CodeView writes `void`.
                 returns: Box::new(self.describe_depth(returns.unwrap_or(0x03), depth + 1)),
             },
+            Some(Leaf::Base { name, size }) => TypeDesc::Base {
+                name: name.clone(),
+                size: *size,
+                qualifiers: Qualifiers::NONE,
+            },
             _ => TypeDesc::Base {
                 name: format!("<type {index:#x}>"),
                 size: 0,
@@ -864,6 +875,140 @@ impl TypeTable {
             type_name: type_name.to_string(),
             field: path.to_string(),
         })
+    }
+}
+
+/// Builds a [`TypeTable`] from another source than a PDB's type stream (an ISF symbol pack,
+/// [`super::isf`]) out of the same leaves, so that every lookup, size and `dt` line is computed
+/// by the same code whichever source the layouts came from. Indices start at 0x1000, as in a
+/// TPI; below that are CodeView primitives, which a built table does not use.
+#[derive(Debug)]
+pub(super) struct TableBuilder {
+    leaves: Vec<Leaf>,
+}
+
+/// One member for [`TableBuilder::field_list`]: name, offset, type index.
+pub(super) type BuiltMember = (String, u64, u32);
+
+impl TableBuilder {
+    const FIRST: u32 = 0x1000;
+
+    pub(super) fn new() -> Self {
+        Self { leaves: Vec::new() }
+    }
+
+    fn push(&mut self, leaf: Leaf) -> u32 {
+        self.leaves.push(leaf);
+        Self::FIRST + (self.leaves.len() - 1) as u32
+    }
+
+    /// A slot for a record whose members are built later ([`TableBuilder::define_record`]),
+    /// so that members can refer to records not built yet.
+    pub(super) fn reserve(&mut self) -> u32 {
+        self.push(Leaf::Other)
+    }
+
+    pub(super) fn define_record(
+        &mut self,
+        index: u32,
+        kind: RecordKind,
+        name: String,
+        size: u64,
+        fields: Option<u32>,
+    ) {
+        if let Some(slot) = index
+            .checked_sub(Self::FIRST)
+            .and_then(|i| self.leaves.get_mut(i as usize))
+        {
+            *slot = Leaf::Record {
+                kind,
+                name,
+                size,
+                fields,
+                forward: fields.is_none(),
+            };
+        }
+    }
+
+    /// A record the source names but does not define: a forward reference (size 0, no members).
+    pub(super) fn undefined_record(&mut self, kind: RecordKind, name: String) -> u32 {
+        self.push(Leaf::Record {
+            kind,
+            name,
+            size: 0,
+            fields: None,
+            forward: true,
+        })
+    }
+
+    pub(super) fn field_list(&mut self, members: Vec<BuiltMember>) -> u32 {
+        self.push(Leaf::FieldList {
+            members: members
+                .into_iter()
+                .map(|(name, offset, ty)| Member { name, offset, ty })
+                .collect(),
+            continuation: None,
+        })
+    }
+
+    pub(super) fn base(&mut self, name: String, size: u64) -> u32 {
+        self.push(Leaf::Base { name, size })
+    }
+
+    pub(super) fn pointer(&mut self, to: u32, size: u64) -> u32 {
+        self.push(Leaf::Pointer {
+            to,
+            size,
+            qualifiers: Qualifiers::NONE,
+        })
+    }
+
+    /// `bytes` is the whole array's size, as CodeView records it.
+    pub(super) fn array(&mut self, element: u32, bytes: u64) -> u32 {
+        self.push(Leaf::Array { element, bytes })
+    }
+
+    pub(super) fn bitfield(&mut self, base: u32, position: u8, width: u8) -> u32 {
+        self.push(Leaf::Bitfield {
+            base,
+            position,
+            width,
+        })
+    }
+
+    pub(super) fn enumeration(&mut self, name: String, underlying: u32) -> u32 {
+        self.push(Leaf::Enum { name, underlying })
+    }
+
+    /// A function type without a known signature (its return type shows as `void`).
+    pub(super) fn function(&mut self) -> u32 {
+        self.push(Leaf::Procedure { returns: None })
+    }
+
+    /// The table; names resolve to their first definition, as in a PDB.
+    pub(super) fn finish(self, origin: PathBuf) -> TypeTable {
+        let mut by_name = HashMap::new();
+        for (i, leaf) in self.leaves.iter().enumerate() {
+            match leaf {
+                Leaf::Record {
+                    name,
+                    forward: false,
+                    ..
+                }
+                | Leaf::Enum { name, .. } => {
+                    by_name
+                        .entry(name.clone())
+                        .or_insert(Self::FIRST + i as u32);
+                }
+                _ => {}
+            }
+        }
+        TypeTable {
+            pdb: origin,
+            first: Self::FIRST,
+            leaves: self.leaves,
+            by_name,
+        }
     }
 }
 

@@ -1,19 +1,19 @@
-//! Named access to kernel structures: every offset and size comes from the kernel PDB, read
-//! through the target's memory.
+//! Named access to kernel structures: every offset and size comes from the kernel's symbols
+//! (its PDB, or an ISF table of a symbol pack), read through the target's memory.
 
 use crate::kernel::{self, Memory};
-use crate::symbols::{Field, Pdb};
+use crate::symbols::{Field, ModuleSymbols};
 
 use super::error::{Result, VerifierError};
 
-/// The kernel's PDB positioned at the kernel's load address.
+/// The kernel's symbols positioned at the kernel's load address.
 pub struct Nt<'a> {
-    pub pdb: &'a Pdb,
+    pub pdb: &'a ModuleSymbols,
     pub kern_base: u64,
 }
 
 impl<'a> Nt<'a> {
-    pub fn new(pdb: &'a Pdb, kern_base: u64) -> Self {
+    pub fn new(pdb: &'a ModuleSymbols, kern_base: u64) -> Self {
         Self { pdb, kern_base }
     }
 

@@ -5,6 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::symbols::SourceKind;
+
 /// Bumped whenever a field changes meaning or disappears (additions keep the version).
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -31,6 +33,33 @@ pub struct TargetSummary {
     pub time: String,
     /// How kdleak reached the target (connection string without the key).
     pub connection: String,
+    /// Where each module's symbols came from: the kernel (whose layouts every read uses) first,
+    /// then each module a caller or stack frame falls in.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub symbol_sources: Vec<SymbolSource>,
+}
+
+/// Where one module's symbols came from (`target.symbol_sources`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SymbolSource {
+    /// WinDbg's module name (`nt`, `myfault`).
+    pub module: String,
+    /// The PDB the module's RSDS record names, with its GUID and age (absent when the image
+    /// headers could not be read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pdb: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub age: Option<u32>,
+    /// `pdb` (the symbol path), `isf` (an ISF table of a symbol pack) or `none`.
+    pub source: SourceKind,
+    /// The PDB file or the ISF table (`pack.zip!entry` inside a zip).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+    /// Why there are none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
 }
 
 /// `MmVerifierData` and friends.

@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use tracing::{info, warn};
 
-use crate::kernel::{Memory, Module};
-use crate::kernel_context::{load_pdb, KernelContext};
-use crate::symbols::{module_display_name, AddressSpace, Symbols};
+use crate::kernel::Memory;
+use crate::kernel_context::{load_symbols, KernelContext};
+use crate::symbols::{module_display_name, AddressSpace, ModuleSymbols, SourceKind, Symbols};
 
 use super::drivers::{self, suspects_by_entry};
 use super::error::{Result, VerifierError};
@@ -16,7 +16,7 @@ use super::layout::Nt;
 use super::log::{self, index_by_address, Log};
 use super::model::{
     Allocation, DriverCounters, DriverReport, Frame, LeakReport, LogRecord, LogSummary,
-    TargetSummary, SCHEMA_VERSION,
+    SymbolSource, TargetSummary, SCHEMA_VERSION,
 };
 use super::{selfcheck, stats, trackers};
 
@@ -315,7 +315,7 @@ pub async fn pull_with<M: Memory>(
     if whole_ring {
         cache.log = log;
     }
-    let space = address_space(&ctx.modules.modules, &reports, symbols).await;
+    let (space, symbol_sources) = address_space(ctx, &reports, symbols).await;
     symbolize(&mut reports, &space);
 
     Ok(LeakReport {
@@ -325,6 +325,7 @@ pub async fn pull_with<M: Memory>(
             kernel_base: ctx.kern_base,
             time: now_rfc3339(),
             connection: options.connection.clone(),
+            symbol_sources,
         },
         verifier,
         drivers: reports,
@@ -386,12 +387,15 @@ fn frame(address: u64) -> Frame {
     }
 }
 
-/// Loads the PDB of every module that a caller or frame falls in (the others are not needed).
+/// Loads the symbols of every module that a caller or frame falls in (the others are not
+/// needed); the kernel's are the context's. Says where each module's came from, the kernel's
+/// first.
 async fn address_space(
-    modules: &[Module],
+    ctx: &KernelContext,
     reports: &[DriverReport],
     symbols: &Arc<Symbols>,
-) -> AddressSpace {
+) -> (AddressSpace, Vec<SymbolSource>) {
+    let modules = &ctx.modules.modules;
     let mut wanted = vec![false; modules.len()];
     let addresses = reports.iter().flat_map(|d| {
         d.allocations.iter().flat_map(|a| {
@@ -413,25 +417,68 @@ async fn address_space(
         }
     }
     let mut space = AddressSpace::new();
+    let mut sources = vec![source_of(&ctx.nt, "nt")];
     for (module, wanted) in modules.iter().zip(wanted) {
-        let pdb = match (&module.pdb, wanted) {
-            (Some(rsds), true) => match load_pdb(symbols, rsds.clone()).await {
-                Ok(pdb) => Some(pdb),
+        let display = module_display_name(&module.name);
+        let is_kernel = module.base == ctx.kern_base;
+        let loaded = match (&module.pdb, wanted) {
+            _ if is_kernel => Some(ctx.nt.clone()),
+            (Some(rsds), true) => match load_symbols(symbols, rsds.clone()).await {
+                Ok(loaded) => Some(loaded),
                 Err(error) => {
                     warn!(module = %module.name, %error, "no symbols; frames show module+offset");
+                    sources.push(SymbolSource {
+                        module: display.clone(),
+                        pdb: Some(rsds.file_name().to_string()),
+                        guid: Some(rsds.guid.clone()),
+                        age: Some(rsds.age),
+                        source: SourceKind::None,
+                        location: None,
+                        problem: Some(error.to_string()),
+                    });
                     None
                 }
             },
+            (None, true) => {
+                sources.push(SymbolSource {
+                    module: display.clone(),
+                    pdb: None,
+                    guid: None,
+                    age: None,
+                    source: SourceKind::None,
+                    location: None,
+                    problem: Some(module.pdb_error.clone().unwrap_or_else(|| {
+                        "the image has no RSDS debug record naming its PDB".into()
+                    })),
+                });
+                None
+            }
             _ => None,
         };
+        if let (Some(loaded), false) = (&loaded, is_kernel) {
+            sources.push(source_of(loaded, &display));
+        }
         space.add(
-            &module_display_name(&module.name),
+            &display,
             module.base,
             u64::from(module.size),
-            pdb.as_deref(),
+            loaded.as_ref(),
         );
     }
-    space
+    (space, sources)
+}
+
+fn source_of(symbols: &ModuleSymbols, module: &str) -> SymbolSource {
+    let id = symbols.id();
+    SymbolSource {
+        module: module.to_string(),
+        pdb: Some(id.name.clone()),
+        guid: Some(id.guid.clone()),
+        age: Some(id.age),
+        source: symbols.kind(),
+        location: Some(symbols.location()),
+        problem: None,
+    }
 }
 
 fn symbolize(reports: &mut [DriverReport], space: &AddressSpace) {

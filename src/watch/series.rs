@@ -424,6 +424,7 @@ mod tests {
                 kernel_base: 0,
                 time: String::new(),
                 connection: String::new(),
+                symbol_sources: Vec::new(),
             },
             verifier: VerifierState {
                 level: 8,

@@ -1,6 +1,6 @@
 //! The text output: per driver a WinDbg-style `!verifier 3 <driver>` block, per outstanding
-//! allocation a `!verifier 80 <address>` block, then the leak table of allocation sites and a
-//! completeness line.
+//! allocation a `!verifier 80 <address>` block, then the leak table of allocation sites, a
+//! completeness line, and where each module's symbols came from.
 //!
 //! The WinDbg blocks come in two layouts ([`WindbgStyle`]): [`current`], as today's WinDbg prints
 //! them (whatever the target's Windows version; the flag lists follow the target's build), and
@@ -72,7 +72,8 @@ impl Default for TextOptions {
 }
 
 /// Renders the whole report: per driver a `!verifier 3` block, per outstanding allocation a
-/// `!verifier 80` block, then the leak table and the completeness line. Every line ends in `\n`.
+/// `!verifier 80` block, then the leak table, the completeness line and the symbols line. Every
+/// line ends in `\n`.
 pub fn render(report: &LeakReport, options: &TextOptions) -> String {
     let mut out = String::new();
     for (i, driver) in report.drivers.iter().enumerate() {
@@ -104,6 +105,10 @@ pub fn render(report: &LeakReport, options: &TextOptions) -> String {
     out.push('\n');
     out.push_str(&completeness_line(report));
     out.push('\n');
+    if let Some(line) = symbols_line(report) {
+        out.push_str(&line);
+        out.push('\n');
+    }
     out
 }
 
@@ -221,6 +226,34 @@ fn render_sites(out: &mut String, report: &LeakReport, group_by: GroupBy) {
             site.site, site.driver, site.count, bytes
         );
     }
+}
+
+/// `Symbols: nt from ntkrnlmp.pdb; myfault from myfault.pdb`: where each module's symbols came
+/// from (`target.symbol_sources`; the JSON has the full paths and the reasons), without the
+/// newline; `None` when the report does not say.
+pub fn symbols_line(report: &LeakReport) -> Option<String> {
+    use crate::verifier::model::SourceKind;
+    let sources = &report.target.symbol_sources;
+    if sources.is_empty() {
+        return None;
+    }
+    let file = |location: &Option<String>| {
+        let location = location.as_deref().unwrap_or_default();
+        location
+            .rsplit(['/', '\\', '!'])
+            .next()
+            .unwrap_or(location)
+            .to_string()
+    };
+    let parts: Vec<String> = sources
+        .iter()
+        .map(|s| match s.source {
+            SourceKind::Pdb => format!("{} from {}", s.module, file(&s.location)),
+            SourceKind::Isf => format!("{} from the ISF table {}", s.module, file(&s.location)),
+            SourceKind::None => format!("{}: none", s.module),
+        })
+        .collect();
+    Some(format!("Symbols: {}", parts.join("; ")))
 }
 
 /// "Complete: …" or "INCOMPLETE: <reasons>", without the newline.

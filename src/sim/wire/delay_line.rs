@@ -131,8 +131,10 @@ mod tests {
         sender.connect(receiver.local_addr().unwrap()).unwrap();
         let line = DelayLine::start(sender).unwrap();
         let start = Instant::now();
-        line.send_at(start + Duration::from_millis(30), b"late".to_vec());
-        line.send_at(start + Duration::from_millis(10), b"early".to_vec());
+        // Far enough ahead that both are queued before either is due, even on a loaded machine
+        // (at 30/10 ms a stall between the two calls let "late" go out first, correctly).
+        line.send_at(start + Duration::from_millis(300), b"late".to_vec());
+        line.send_at(start + Duration::from_millis(150), b"early".to_vec());
         receiver
             .set_read_timeout(Some(Duration::from_secs(5)))
             .unwrap();
@@ -142,7 +144,7 @@ mod tests {
         assert_eq!(&buf[..n], b"early");
         let n = receiver.recv(&mut buf).unwrap();
         assert_eq!(&buf[..n], b"late");
-        assert!(first >= Duration::from_millis(10), "{first:?}");
-        assert!(start.elapsed() >= Duration::from_millis(30));
+        assert!(first >= Duration::from_millis(150), "{first:?}");
+        assert!(start.elapsed() >= Duration::from_millis(300));
     }
 }
