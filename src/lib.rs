@@ -18,6 +18,7 @@ pub mod duration;
 pub mod info;
 pub mod kernel;
 pub mod kernel_context;
+pub mod kernel_stop;
 pub mod report;
 pub mod session;
 pub mod sim;

@@ -158,6 +158,8 @@ fn seed_report() -> LeakReport {
             kernel_base: 0xfffff8000140f000,
             time: "2026-11-27T04:40:00Z".to_string(),
             connection: "sim:win7-myfault".to_string(),
+            stops: Vec::new(),
+            outside_s: None,
         },
         verifier: VerifierState {
             level: 0x8,

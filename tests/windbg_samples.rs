@@ -249,6 +249,8 @@ fn report(build: u32, level: u64, statistics: BTreeMap<String, u64>) -> LeakRepo
             kernel_base: 0,
             time: String::new(),
             connection: String::new(),
+            stops: Vec::new(),
+            outside_s: None,
         },
         verifier: VerifierState {
             level,

@@ -97,6 +97,20 @@ pub async fn pull_with<M: Memory>(
     options: &PullOptions,
     cache: &mut PullCache,
 ) -> Result<LeakReport> {
+    let mut report = read_with(mem, ctx, options, cache).await?;
+    symbolize_report(&mut report, &ctx.modules.modules, symbols).await;
+    Ok(report)
+}
+
+/// The reads of [`pull_with`], without symbolizing: everything that needs the target stopped.
+/// Callers and frames keep empty symbols until [`symbolize_report`], which needs the module
+/// list only and so can run after the target is resumed (it may download drivers' PDBs).
+pub async fn read_with<M: Memory>(
+    mem: &mut M,
+    ctx: &KernelContext,
+    options: &PullOptions,
+    cache: &mut PullCache,
+) -> Result<LeakReport> {
     cache.last_log_read = None;
     let nt = Nt::new(&ctx.nt, ctx.kern_base);
     let build = u32::from(ctx.build);
@@ -315,8 +329,6 @@ pub async fn pull_with<M: Memory>(
     if whole_ring {
         cache.log = log;
     }
-    let space = address_space(&ctx.modules.modules, &reports, symbols).await;
-    symbolize(&mut reports, &space);
 
     Ok(LeakReport {
         schema_version: SCHEMA_VERSION,
@@ -325,6 +337,8 @@ pub async fn pull_with<M: Memory>(
             kernel_base: ctx.kern_base,
             time: now_rfc3339(),
             connection: options.connection.clone(),
+            stops: Vec::new(),
+            outside_s: None,
         },
         verifier,
         drivers: reports,
@@ -384,6 +398,14 @@ fn frame(address: u64) -> Frame {
         address,
         symbol: String::new(),
     }
+}
+
+/// Gives every caller and frame of `report` its symbol (`module!Function+0xoff`), loading the
+/// PDB of each module of `modules` that one falls in: the modules' PDBs are found (or
+/// downloaded) here, not while the target is stopped.
+pub async fn symbolize_report(report: &mut LeakReport, modules: &[Module], symbols: &Arc<Symbols>) {
+    let space = address_space(modules, &report.drivers, symbols).await;
+    symbolize(&mut report.drivers, &space);
 }
 
 /// Loads the PDB of every module that a caller or frame falls in (the others are not needed).
