@@ -297,6 +297,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_frozen_line_says_each_stop_when_there_are_several() {
+        use crate::verifier::model::StopPurpose;
+        let stop = |purpose, frozen_s, new_boot| TargetStop {
+            purpose,
+            frozen_s,
+            new_boot,
+        };
+        assert_eq!(
+            frozen_summary(&[stop(StopPurpose::Read, 0.4021, false)]),
+            "frozen 0.402 s in one stop"
+        );
+        assert_eq!(
+            frozen_summary(&[
+                stop(StopPurpose::Identify, 0.011, false),
+                stop(StopPurpose::Read, 0.401, true)
+            ]),
+            "frozen 0.412 s in 2 stops (identify 0.011 s, read 0.401 s after a reboot)"
+        );
+    }
+
+    #[test]
     fn styles_parse_and_print() {
         use clap::ValueEnum;
         for style in [WindbgStyle::Current, WindbgStyle::Classic] {
