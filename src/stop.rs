@@ -83,8 +83,9 @@ pub struct Target<'a> {
 }
 
 impl<'a> Target<'a> {
-    /// A target reached through `session` (not stopped yet), with `interrupt` ending the work
-    /// between stops and a break-in that has not stopped the target yet.
+    /// A target reached through `session` (not stopped yet). `interrupt` (SIGINT/SIGTERM) ends
+    /// a break-in that has not stopped the target yet and the work outside the stops; inside a
+    /// stop, `Session::run_stopped` resumes the target first.
     pub fn new(session: &'a mut Session, symbols: Arc<Symbols>, interrupt: &'a Interrupt) -> Self {
         let connection = session.transport().describe();
         Self {
