@@ -1,14 +1,15 @@
 //! `kdleak attach CONN`: break in, pull Driver Verifier's leak report, resume.
 
-use std::time::Instant;
+use std::sync::Arc;
 
 use serde::Serialize;
 
 use crate::connect::ConnectSpec;
 use crate::kernel_context::KernelContext;
+use crate::kernel_stop::stop_with_kernel;
 use crate::session::{self, Session, SessionStats};
-use crate::stop::{with_stopped_target, StopContext, StopOptions};
-use crate::verifier::{self, LeakReport, PullOptions};
+use crate::stop::{with_target, StopOptions, Target};
+use crate::verifier::{self, LeakReport, PullCache, PullOptions, TargetStop};
 
 /// How to reach the target and what to pull.
 #[derive(Debug, Clone, Default)]
@@ -24,39 +25,61 @@ pub struct Attached {
     pub cost: PullCost,
 }
 
-/// What one stop cost: requests, bytes on the wire and in memory, and how long the target was
-/// frozen (from the stop to the end of the pull; the resume is one more request).
+/// What a pull cost: requests, bytes on the wire and in memory, and how long the target was
+/// frozen — per stop, and in all — beside the host work done while it ran.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct PullCost {
+    /// Seconds the target was frozen, over every stop.
     pub stopped_s: f64,
+    /// Each stop, in order: what it was for and how long it froze the target.
+    pub stops: Vec<TargetStop>,
+    /// Seconds of host work while the target ran (symbols fetched between the stops,
+    /// symbolizing after the last).
+    pub outside_s: f64,
     /// Bytes per read request at the end (lower than asked when the target clips reads).
     pub read_size: usize,
     #[serde(flatten)]
     pub session: SessionStats,
 }
 
-/// Attaches to `spec`, pulls the report while the target is stopped, and resumes it (unless
-/// `stay_broken`) on every exit path. Sites are left for the caller to group.
+/// Attaches to `spec`, pulls the report, and resumes the target (unless `stay_broken`) on every
+/// exit path. The target is stopped only for reads: the kernel's PDB, when this host lacks it,
+/// is fetched between two stops ([`stop_with_kernel`]), and the stacks are symbolized after the
+/// last. Sites are left for the caller to group.
 pub async fn run(spec: &ConnectSpec, options: &AttachOptions) -> session::Result<Attached> {
-    with_stopped_target(
-        spec,
-        &options.stop,
-        async |s: &mut Session, c: StopContext| {
-            let started = Instant::now();
-            let kernel = KernelContext::load(s, &c.symbols).await?;
-            let pull = PullOptions {
-                connection: c.connection,
-                processors: s.stop().map_or(0, |stop| stop.number_processors),
-                ..options.pull.clone()
-            };
-            let report = verifier::pull(s, &kernel, &c.symbols, &pull).await?;
-            let cost = PullCost {
-                stopped_s: started.elapsed().as_secs_f64(),
-                read_size: s.read_chunk(),
-                session: s.stats().clone(),
-            };
-            Ok(Attached { report, cost })
-        },
-    )
+    with_target(spec, &options.stop, async |target: &mut Target<'_>| {
+        let connection = target.connection().to_string();
+        let (mut report, kernel) = stop_with_kernel(
+            target,
+            async |s: &mut Session, _version, kernel: KernelContext| {
+                let pull = PullOptions {
+                    connection,
+                    processors: s.stop().map_or(0, |stop| stop.number_processors),
+                    ..options.pull.clone()
+                };
+                let report =
+                    verifier::read_with(s, &kernel, &pull, &mut PullCache::default()).await?;
+                Ok((report, kernel))
+            },
+        )
+        .await?;
+        let symbols = Arc::clone(target.symbols());
+        target
+            .run_outside(async {
+                verifier::symbolize_report(&mut report, &kernel, &symbols).await;
+                Ok(())
+            })
+            .await?;
+        report.target.stops = target.stops().to_vec();
+        report.target.outside_s = Some(target.outside_s());
+        let cost = PullCost {
+            stopped_s: report.target.frozen_s(),
+            stops: report.target.stops.clone(),
+            outside_s: target.outside_s(),
+            read_size: target.session().read_chunk(),
+            session: target.session().stats().clone(),
+        };
+        Ok(Attached { report, cost })
+    })
     .await
 }

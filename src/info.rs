@@ -2,15 +2,18 @@
 
 use std::fmt::Write as _;
 
+use kdproto::api::Version;
 use serde::Serialize;
 
 use crate::connect::ConnectSpec;
 use crate::kernel::arch::machine_name;
 use crate::kernel::{serde_hex, ModuleList};
 use crate::kernel_context::{KdbgSource, KernelContext};
+use crate::kernel_stop::stop_with_kernel;
 use crate::session::{self, Error, Session, StopInfo};
-use crate::stop::{with_stopped_target, with_stopped_transport, StopContext, StopOptions};
+use crate::stop::{with_target, with_target_on, StopOptions, Target};
 use crate::transport::Transport;
+use crate::verifier::TargetStop;
 
 /// Options of `kdleak info`: how to reach the target and find its symbols.
 pub type InfoOptions = StopOptions;
@@ -45,13 +48,17 @@ pub struct TargetInfo {
     pub debug_output: Vec<String>,
     /// False only with `--stay-broken`.
     pub resumed: bool,
+    /// The stops made, in order, each with how long it froze the target (two when the
+    /// kernel's PDB was fetched while the target ran).
+    pub stops: Vec<TargetStop>,
 }
 
 /// Attaches to `spec`, collects [`TargetInfo`] while stopped, and resumes (unless
-/// `stay_broken`) on every exit path.
+/// `stay_broken`) on every exit path. The kernel's PDB, when this host lacks it, is fetched while
+/// the target runs between two stops.
 pub async fn run(spec: &ConnectSpec, options: &InfoOptions) -> session::Result<TargetInfo> {
-    with_stopped_target(spec, options, async |s: &mut Session, c: StopContext| {
-        collect(s, c).await
+    with_target(spec, options, async |target: &mut Target<'_>| {
+        collect(target).await
     })
     .await
 }
@@ -59,53 +66,56 @@ pub async fn run(spec: &ConnectSpec, options: &InfoOptions) -> session::Result<T
 /// Like [`run`], over a transport that is already open.
 pub async fn run_on(transport: Transport, options: &InfoOptions) -> session::Result<TargetInfo> {
     let symbols = options.symbol_loader(None)?;
-    with_stopped_transport(
+    with_target_on(
         transport,
         options,
         symbols,
-        async |s: &mut Session, c: StopContext| collect(s, c).await,
+        async |target: &mut Target<'_>| collect(target).await,
     )
     .await
 }
 
-async fn collect(s: &mut Session, context: StopContext) -> session::Result<TargetInfo> {
-    let StopContext {
-        symbols,
-        connection,
-        resumes: resumed,
-    } = context;
-    let (
-        version,
-        KernelContext {
-            kdbg,
-            kdbg_source,
-            kdbg_problems,
-            module_list_head: head,
-            modules,
-            warnings,
-            ..
+async fn collect(target: &mut Target<'_>) -> session::Result<TargetInfo> {
+    let connection = target.connection().to_string();
+    let resumed = target.resumes();
+    let mut info = stop_with_kernel(
+        target,
+        async |s: &mut Session, version: Version, kernel: KernelContext| {
+            let KernelContext {
+                kdbg,
+                kdbg_source,
+                kdbg_problems,
+                module_list_head: head,
+                modules,
+                warnings,
+                ..
+            } = kernel;
+            let stop = s.stop().cloned().ok_or(Error::NotStopped)?;
+            Ok(TargetInfo {
+                connection,
+                build: version.build(),
+                checked_build: version.is_checked_build(),
+                machine: machine_name(version.machine_type),
+                protocol_version: version.protocol_version,
+                kernel_base: version.kern_base,
+                ps_loaded_module_list: head,
+                kdbg_address: kdbg.as_ref().map(|k| k.address),
+                kdbg_size: kdbg.as_ref().map(|k| k.size),
+                kdbg_source,
+                kdbg_problems,
+                warnings,
+                processors: stop.number_processors,
+                stop,
+                modules,
+                debug_output: s.debug_output().to_vec(),
+                resumed,
+                stops: Vec::new(),
+            })
         },
-    ) = KernelContext::load_live(s, &symbols).await?;
-    let stop = s.stop().cloned().ok_or(Error::NotStopped)?;
-    Ok(TargetInfo {
-        connection,
-        build: version.build(),
-        checked_build: version.is_checked_build(),
-        machine: machine_name(version.machine_type),
-        protocol_version: version.protocol_version,
-        kernel_base: version.kern_base,
-        ps_loaded_module_list: head,
-        kdbg_address: kdbg.as_ref().map(|k| k.address),
-        kdbg_size: kdbg.as_ref().map(|k| k.size),
-        kdbg_source,
-        kdbg_problems,
-        warnings,
-        processors: stop.number_processors,
-        stop,
-        modules,
-        debug_output: s.debug_output().to_vec(),
-        resumed,
-    })
+    )
+    .await?;
+    info.stops = target.stops().to_vec();
+    Ok(info)
 }
 
 /// WinDbg's backquoted 64-bit address: `fffff803`12400000`.
@@ -150,12 +160,13 @@ impl TargetInfo {
         );
         let _ = writeln!(
             out,
-            "Target:              {}",
+            "Target:              {}, {}",
             if self.resumed {
                 "resumed"
             } else {
                 "left stopped (--stay-broken)"
-            }
+            },
+            crate::report::text::frozen_summary(&self.stops)
         );
         for warning in &self.warnings {
             let _ = writeln!(out, "Warning:             {warning}");

@@ -66,12 +66,32 @@ pub struct KernelContext {
     pub warnings: Vec<String>,
 }
 
+/// A live kernel identified in a stop, before its PDB is loaded
+/// ([`KernelContext::identify_live`]); [`KernelContext::from_live`] goes on in the same stop.
+pub struct LiveKernel {
+    /// The GetVersion reply.
+    pub version: Version,
+    /// The kernel image's RSDS record: which PDB to find.
+    pub rsds: PdbInfo,
+    facts: Facts,
+    search: KdbgSearch,
+}
+
+impl LiveKernel {
+    /// Where `nt` is loaded (GetVersion's KernBase, else KDBG's).
+    pub fn kern_base(&self) -> u64 {
+        self.facts.kern_base
+    }
+}
+
 /// What the KDBG search has found so far.
 struct KdbgSearch {
     found: Option<(Kdbg, KdbgSource)>,
     problems: Vec<String>,
     /// Addresses already read as a KDBG block (not read again through the PDB symbol).
     tried: Vec<u64>,
+    /// Whether GetVersion's debugger data list was looked at (live targets only).
+    listed_searched: bool,
 }
 
 impl KdbgSearch {
@@ -80,6 +100,7 @@ impl KdbgSearch {
             found: None,
             problems: Vec::new(),
             tried: Vec::new(),
+            listed_searched: false,
         }
     }
 
@@ -115,6 +136,15 @@ impl KernelContext {
         s: &mut Session,
         symbols: &Arc<Symbols>,
     ) -> session::Result<(Version, Self)> {
+        let live = Self::identify_live(s).await?;
+        let nt = load_symbols(symbols, live.rsds.clone()).await?;
+        Self::from_live(s, live, nt).await
+    }
+
+    /// What a stopped target tells about its kernel before any symbol is needed: GetVersion,
+    /// the kernel base (GetVersion's, else KDBG's) and the kernel's RSDS record, which names
+    /// the PDB to find.
+    pub async fn identify_live(s: &mut Session) -> session::Result<LiveKernel> {
         let version: Version = s.get_version().await?;
         let mut warnings = Vec::new();
         if let Some(warning) = kernel::arch::check_x64(&version)? {
@@ -122,32 +152,22 @@ impl KernelContext {
             warnings.push(warning);
         }
         let mut search = KdbgSearch::new();
-        if version.debugger_data_list != 0 {
-            search.tried.push(version.debugger_data_list);
-        }
-        let listed = kernel::find_kdbg(s, &version).await;
-        search.record(listed, KdbgSource::DebuggerDataList, |e| e.to_string())?;
-        let (kern_base, kern_base_from) = match search.kdbg() {
-            _ if version.kern_base != 0 => (version.kern_base, "GetVersion's KernBase"),
-            Some(kdbg) if kdbg.kern_base != 0 => (kdbg.kern_base, "KDBG's KernBase"),
-            _ => {
-                return Err(Error::TargetData(format!(
-                    "GetVersion's KernBase is 0 and no KDBG gives the kernel base ({})",
-                    search.problems.join("; ")
-                )))
+        // Only a GetVersion without a kernel base needs KDBG now; otherwise the search waits for
+        // the stop that reads (`from_live`), so a stop that only identifies the kernel is short.
+        let (kern_base, kern_base_from) = if version.kern_base != 0 {
+            (version.kern_base, "GetVersion's KernBase")
+        } else {
+            search_debugger_data_list(s, &version, &mut search).await?;
+            match search.kdbg() {
+                Some(kdbg) if kdbg.kern_base != 0 => (kdbg.kern_base, "KDBG's KernBase"),
+                _ => {
+                    return Err(Error::TargetData(format!(
+                        "GetVersion's KernBase is 0 and no KDBG gives the kernel base ({})",
+                        search.problems.join("; ")
+                    )))
+                }
             }
         };
-        if let Some(kdbg) = search.kdbg() {
-            if kdbg.kern_base != kern_base {
-                let warning = format!(
-                    "KDBG ({:#x}) and GetVersion ({kern_base:#x}) disagree on the kernel base; \
-                     using GetVersion's",
-                    kdbg.kern_base
-                );
-                warn!("{warning}");
-                warnings.push(warning);
-            }
-        }
         let facts = Facts {
             build: version.build(),
             kern_base,
@@ -155,7 +175,44 @@ impl KernelContext {
             module_list_head: version.ps_loaded_module_list,
             warnings,
         };
-        let context = Self::from_base(s, symbols, facts, search).await?;
+        let rsds = read_kernel_rsds(s, &facts).await?;
+        Ok(LiveKernel {
+            version,
+            rsds,
+            facts,
+            search,
+        })
+    }
+
+    /// The rest of [`KernelContext::load_live`] in the same stop as `live`, with the kernel's
+    /// PDB at hand: KDBG (through GetVersion's debugger data list, then the PDB) and the module
+    /// list.
+    pub async fn from_live(
+        s: &mut Session,
+        live: LiveKernel,
+        nt: ModuleSymbols,
+    ) -> session::Result<(Version, Self)> {
+        let LiveKernel {
+            version,
+            mut facts,
+            mut search,
+            ..
+        } = live;
+        if !search.listed_searched {
+            search_debugger_data_list(s, &version, &mut search).await?;
+            if let Some(kdbg) = search.kdbg() {
+                if kdbg.kern_base != facts.kern_base {
+                    let warning = format!(
+                        "KDBG ({:#x}) and GetVersion ({:#x}) disagree on the kernel base; \
+                         using GetVersion's",
+                        kdbg.kern_base, facts.kern_base
+                    );
+                    warn!("{warning}");
+                    facts.warnings.push(warning);
+                }
+            }
+        }
+        let context = Self::with_pdb(s, nt, facts, search).await?;
         Ok((version, context))
     }
 
@@ -221,7 +278,9 @@ impl KernelContext {
             module_list_head: header.ps_loaded_module_list,
             warnings,
         };
-        let context = Self::from_base(mem, symbols, facts, search).await?;
+        let rsds = read_kernel_rsds(mem, &facts).await?;
+        let nt = load_symbols(symbols, rsds).await?;
+        let context = Self::with_pdb(mem, nt, facts, search).await?;
         if let Some(image) = first {
             // The field found by its contents must be the one the PDB calls DllBase.
             let walked = context.modules.modules.first();
@@ -239,27 +298,14 @@ impl KernelContext {
         Ok(context)
     }
 
-    /// The shared rest: the kernel's RSDS record → its PDB → KDBG (through the PDB if not yet
-    /// found) → the module list.
-    async fn from_base<M: Memory>(
+    /// The shared rest, with the kernel's PDB: KDBG (through the PDB if not yet found) → the
+    /// module list.
+    async fn with_pdb<M: Memory>(
         mem: &mut M,
-        symbols: &Arc<Symbols>,
+        nt: ModuleSymbols,
         facts: Facts,
         mut search: KdbgSearch,
     ) -> session::Result<Self> {
-        let image = format!(
-            "the kernel image at {:#x} ({})",
-            facts.kern_base, facts.kern_base_from
-        );
-        let rsds = kernel::read_pdb_info(mem, facts.kern_base, 0)
-            .await
-            .map_err(|e| target_data(&image, e))?
-            .ok_or_else(|| {
-                Error::TargetData(format!(
-                    "{image} has no RSDS debug record: cannot find its PDB"
-                ))
-            })?;
-        let nt = load_symbols(symbols, rsds).await?;
         if search.found.is_none() {
             kdbg_from_pdb(mem, &nt, facts.kern_base, &mut search).await?;
         }
@@ -311,6 +357,36 @@ impl KernelContext {
             warnings: facts.warnings,
         })
     }
+}
+
+/// The kernel's RSDS record, read from its image: which PDB holds every layout.
+async fn read_kernel_rsds<M: Memory>(mem: &mut M, facts: &Facts) -> session::Result<PdbInfo> {
+    let image = format!(
+        "the kernel image at {:#x} ({})",
+        facts.kern_base, facts.kern_base_from
+    );
+    kernel::read_pdb_info(mem, facts.kern_base, 0)
+        .await
+        .map_err(|e| target_data(&image, e))?
+        .ok_or_else(|| {
+            Error::TargetData(format!(
+                "{image} has no RSDS debug record: cannot find its PDB"
+            ))
+        })
+}
+
+/// Looks for KDBG through GetVersion's DebuggerDataList (kd.md §4.1).
+async fn search_debugger_data_list(
+    s: &mut Session,
+    version: &Version,
+    search: &mut KdbgSearch,
+) -> session::Result<()> {
+    search.listed_searched = true;
+    if version.debugger_data_list != 0 {
+        search.tried.push(version.debugger_data_list);
+    }
+    let listed = kernel::find_kdbg(s, version).await;
+    search.record(listed, KdbgSource::DebuggerDataList, |e| e.to_string())
 }
 
 /// Looks for KDBG at the kernel PDB's `KdDebuggerDataBlock` (unless that address was read

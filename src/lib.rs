@@ -19,6 +19,7 @@ pub mod image;
 pub mod info;
 pub mod kernel;
 pub mod kernel_context;
+pub mod kernel_stop;
 pub mod needed;
 pub mod report;
 pub mod session;

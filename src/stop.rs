@@ -1,19 +1,28 @@
-//! One stop of a target, shared by every command that breaks in: open the connection (or start
-//! the embedded simulator), break in, do the work with the symbol loader at hand, and resume on
-//! every exit path (`Session::run_stopped`).
+//! Stopping a target, shared by every command that breaks in: open the connection (or start the
+//! embedded simulator), then stop the target as often as the work needs — each stop a break-in,
+//! the work with the symbol loader at hand, and a resume on every exit path
+//! (`Session::run_stopped`) — with the host's other work done while the target runs.
+//!
+//! A stopped Windows kernel is a frozen machine (network, storage and watchdogs too), so a
+//! [`Target`] records how long each stop froze it ([`TargetStop`]) and how long the host worked
+//! outside the stops; [`crate::kernel_stop`] uses that to fetch symbols between two short stops
+//! instead of inside one long one.
 
+use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tracing::warn;
 
 use crate::connect::ConnectSpec;
-use crate::session::{self, shutdown_signal, Error, Session, SessionOptions};
+use crate::session::{self, Error, Interrupt, Session, SessionOptions};
 use crate::symbols::{Element, SymbolOptions, Symbols};
 use crate::transport::{self, OpenOptions, Transport};
+use crate::verifier::{StopPurpose, TargetStop};
 
 /// How long an interrupted attach waits for a break-in already sent to stop the target.
-const SETTLE_AFTER_INTERRUPT: std::time::Duration = std::time::Duration::from_secs(2);
+const SETTLE_AFTER_INTERRUPT: Duration = Duration::from_secs(2);
 
 /// How to reach the target, how to talk to it, and where its symbols are.
 #[derive(Debug, Clone, Default)]
@@ -61,19 +70,144 @@ pub struct StopContext {
     pub resumes: bool,
 }
 
-/// Opens `spec` (starting the embedded simulator for `sim`), breaks in, runs `work`, resumes.
-/// SIGINT/SIGTERM while connecting abort with [`Error::Interrupted`].
-pub async fn with_stopped_target<T>(
+/// An open connection on which the work stops the target as often as it needs
+/// ([`Target::stop`]) and does host work while it runs ([`Target::run_outside`]), with the time
+/// of each recorded.
+pub struct Target<'a> {
+    session: &'a mut Session,
+    symbols: Arc<Symbols>,
+    interrupt: &'a Interrupt,
+    connection: String,
+    stops: Vec<TargetStop>,
+    outside: Duration,
+}
+
+impl<'a> Target<'a> {
+    /// A target reached through `session` (not stopped yet). `interrupt` (SIGINT/SIGTERM) ends
+    /// a break-in that has not stopped the target yet and the work outside the stops; inside a
+    /// stop, `Session::run_stopped` resumes the target first.
+    pub fn new(session: &'a mut Session, symbols: Arc<Symbols>, interrupt: &'a Interrupt) -> Self {
+        let connection = session.transport().describe();
+        Self {
+            session,
+            symbols,
+            interrupt,
+            connection,
+            stops: Vec::new(),
+            outside: Duration::ZERO,
+        }
+    }
+
+    pub fn symbols(&self) -> &Arc<Symbols> {
+        &self.symbols
+    }
+
+    /// How the target was reached, for reports (no key material).
+    pub fn connection(&self) -> &str {
+        &self.connection
+    }
+
+    /// False with `--stay-broken`: the last stop is left in place.
+    pub fn resumes(&self) -> bool {
+        !self.session.options().stay_broken
+    }
+
+    pub fn session(&self) -> &Session {
+        self.session
+    }
+
+    /// The stops so far, in order.
+    pub fn stops(&self) -> &[TargetStop] {
+        &self.stops
+    }
+
+    /// Seconds of [`Target::run_outside`] work so far.
+    pub fn outside_s(&self) -> f64 {
+        self.outside.as_secs_f64()
+    }
+
+    /// Says what the last stop turned out to be for (a stop is a `read` until told otherwise),
+    /// and whether it found another boot than the stop before it.
+    pub fn note_last_stop(&mut self, purpose: StopPurpose, new_boot: bool) {
+        if let Some(stop) = self.stops.last_mut() {
+            stop.purpose = purpose;
+            stop.new_boot = new_boot;
+        }
+    }
+
+    /// Breaks in, runs `work`, and resumes (unless `stay_broken`) on every exit path; records
+    /// how long the target was frozen, from its stop report to the acknowledged Continue.
+    pub async fn stop<T>(
+        &mut self,
+        work: impl AsyncFnOnce(&mut Session) -> session::Result<T>,
+    ) -> session::Result<T> {
+        if let Some(name) = self.interrupt.fired() {
+            return Err(Error::Interrupted(name));
+        }
+        let interrupted = tokio::select! {
+            attached = self.session.break_in() => {
+                attached?;
+                None
+            }
+            name = self.interrupt.wait() => Some(name),
+        };
+        if let Some(name) = interrupted {
+            // A break-in may already be on its way: resume the stop it causes before leaving.
+            if let Err(error) = self
+                .session
+                .settle_abandoned_attach(SETTLE_AFTER_INTERRUPT)
+                .await
+            {
+                warn!(%error, "could not settle the abandoned attach");
+            }
+            return Err(Error::Interrupted(name));
+        }
+        let stopped = Instant::now();
+        let result = self.session.run_stopped(work).await;
+        self.stops.push(TargetStop {
+            purpose: StopPurpose::Read,
+            frozen_s: stopped.elapsed().as_secs_f64(),
+            new_boot: false,
+        });
+        result
+    }
+
+    /// Host work done while the target runs (between stops, or after the last): fetching
+    /// symbols, symbolizing. SIGINT/SIGTERM end it with [`Error::Interrupted`]; the target is
+    /// running, so nothing needs resuming.
+    pub async fn run_outside<T>(
+        &mut self,
+        work: impl Future<Output = session::Result<T>>,
+    ) -> session::Result<T> {
+        if let Some(name) = self.interrupt.fired() {
+            return Err(Error::Interrupted(name));
+        }
+        let started = Instant::now();
+        let result = tokio::select! {
+            result = work => result,
+            name = self.interrupt.wait() => Err(Error::Interrupted(name)),
+        };
+        self.outside += started.elapsed();
+        result
+    }
+}
+
+/// Opens `spec` (starting the embedded simulator for `sim`) and runs `work` with the
+/// [`Target`]. SIGINT/SIGTERM while connecting abort with [`Error::Interrupted`].
+pub async fn with_target<T>(
     spec: &ConnectSpec,
     options: &StopOptions,
-    work: impl AsyncFnOnce(&mut Session, StopContext) -> session::Result<T>,
+    work: impl AsyncFnOnce(&mut Target<'_>) -> session::Result<T>,
 ) -> session::Result<T> {
+    let interrupt = Interrupt::new(options.session.handle_signals);
     if let ConnectSpec::Sim { scenario } = spec {
         let (transport, sim) =
             transport::embedded_sim::start(scenario.as_deref(), options.open.connect_timeout)
                 .await?;
         let symbols = options.symbol_loader(Some(sim.symbol_dir()))?;
-        let result = with_stopped_transport(transport, options, symbols, work).await;
+        let mut session = Session::new(transport, options.session.clone());
+        let result = work(&mut Target::new(&mut session, symbols, &interrupt)).await;
+        drop(session);
         if let Err(error) = sim.shutdown().await {
             warn!(%error, "simulated target did not stop cleanly");
         }
@@ -81,10 +215,36 @@ pub async fn with_stopped_target<T>(
     }
     let transport = tokio::select! {
         transport = transport::open(spec, &options.open) => transport?,
-        name = signal(options.session.handle_signals) => return Err(Error::Interrupted(name)),
+        name = interrupt.wait() => return Err(Error::Interrupted(name)),
     };
     let symbols = options.symbol_loader(None)?;
-    with_stopped_transport(transport, options, symbols, work).await
+    let mut session = Session::new(transport, options.session.clone());
+    work(&mut Target::new(&mut session, symbols, &interrupt)).await
+}
+
+/// [`with_target`] over a transport that is already open.
+pub async fn with_target_on<T>(
+    transport: Transport,
+    options: &StopOptions,
+    symbols: Arc<Symbols>,
+    work: impl AsyncFnOnce(&mut Target<'_>) -> session::Result<T>,
+) -> session::Result<T> {
+    let interrupt = Interrupt::new(options.session.handle_signals);
+    let mut session = Session::new(transport, options.session.clone());
+    work(&mut Target::new(&mut session, symbols, &interrupt)).await
+}
+
+/// Opens `spec` (starting the embedded simulator for `sim`), breaks in, runs `work`, resumes:
+/// one stop. SIGINT/SIGTERM while connecting abort with [`Error::Interrupted`].
+pub async fn with_stopped_target<T>(
+    spec: &ConnectSpec,
+    options: &StopOptions,
+    work: impl AsyncFnOnce(&mut Session, StopContext) -> session::Result<T>,
+) -> session::Result<T> {
+    with_target(spec, options, async move |target: &mut Target<'_>| {
+        one_stop(target, work).await
+    })
+    .await
 }
 
 /// Breaks in over an open transport, runs `work`, and resumes (unless `stay_broken`) on every
@@ -95,39 +255,25 @@ pub async fn with_stopped_transport<T>(
     symbols: Arc<Symbols>,
     work: impl AsyncFnOnce(&mut Session, StopContext) -> session::Result<T>,
 ) -> session::Result<T> {
-    let connection = transport.describe();
-    let mut session = Session::new(transport, options.session.clone());
-    let interrupted = tokio::select! {
-        attached = session.break_in() => {
-            attached?;
-            None
-        }
-        name = signal(options.session.handle_signals) => Some(name),
-    };
-    if let Some(name) = interrupted {
-        // A break-in may already be on its way: resume the stop it causes before leaving.
-        if let Err(error) = session
-            .settle_abandoned_attach(SETTLE_AFTER_INTERRUPT)
-            .await
-        {
-            warn!(%error, "could not settle the abandoned attach");
-        }
-        return Err(Error::Interrupted(name));
-    }
-    let context = StopContext {
+    with_target_on(
+        transport,
+        options,
         symbols,
-        connection,
-        resumes: !options.session.stay_broken,
-    };
-    session
-        .run_stopped(async move |s: &mut Session| work(s, context).await)
-        .await
+        async move |target: &mut Target<'_>| one_stop(target, work).await,
+    )
+    .await
 }
 
-async fn signal(enabled: bool) -> &'static str {
-    if enabled {
-        shutdown_signal().await
-    } else {
-        std::future::pending().await
-    }
+async fn one_stop<T>(
+    target: &mut Target<'_>,
+    work: impl AsyncFnOnce(&mut Session, StopContext) -> session::Result<T>,
+) -> session::Result<T> {
+    let context = StopContext {
+        symbols: Arc::clone(target.symbols()),
+        connection: target.connection().to_string(),
+        resumes: target.resumes(),
+    };
+    target
+        .stop(async move |s: &mut Session| work(s, context).await)
+        .await
 }

@@ -1,8 +1,9 @@
 //! `kdleak analyze` on the dumps `kdleak sim --write-dump` writes gives the report `kdleak attach`
 //! pulls from the same scenario live: for win7, win10 and win11, and for every dump type (full:
 //! DumpType 1; kernel: bitmap `SDMP` with only the frames in use; bitmap: `FDMP` with every frame),
-//! the JSON is equal except the transport fields (`target.connection`, `target.time`). Both sides
-//! are the binaries; symbols come from the fixture directory through `--sympath`.
+//! the JSON is equal except the transport fields (`target.connection`, `target.time`, and the
+//! live pull's `target.stops`, `target.outside_s`). Both sides are the binaries; symbols come
+//! from the fixture directory through `--sympath`.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -29,11 +30,13 @@ fn json(what: &str, bytes: &[u8]) -> Value {
     serde_json::from_slice(bytes).unwrap_or_else(|e| panic!("{what}: not JSON: {e}"))
 }
 
-/// The report without the fields that say how the target was reached and when.
+/// The report without the fields that say how the target was reached, when, and how long it
+/// was stopped (a dump has no stops).
 fn without_transport(mut report: Value) -> Value {
     let target = report["target"].as_object_mut().expect("a target object");
-    target.remove("connection");
-    target.remove("time");
+    for key in ["connection", "time", "stops", "outside_s"] {
+        target.remove(key);
+    }
     report
 }
 

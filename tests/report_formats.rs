@@ -159,6 +159,8 @@ fn seed_report() -> LeakReport {
             time: "2026-11-27T04:40:00Z".to_string(),
             connection: "sim:win7-myfault".to_string(),
             symbol_sources: Vec::new(),
+            stops: Vec::new(),
+            outside_s: None,
         },
         verifier: VerifierState {
             level: 0x8,

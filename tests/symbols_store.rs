@@ -307,3 +307,36 @@ fn environment_variables_alt_first() {
     assert_eq!(explicit.path.elements.len(), 1);
     let _ = cache;
 }
+
+#[test]
+fn the_no_network_probe_asks_no_server_and_finds_what_is_cached() {
+    let served = partial_store(&["ShowSSEConfig.pdb"]);
+    let server = serve(served.path().to_path_buf());
+    let cache = tempfile::tempdir().unwrap();
+    let sympath = format!(
+        "srv*{}*http://127.0.0.1:{}/",
+        cache.path().display(),
+        server.port
+    );
+    let symbols = Symbols::new(options(&sympath, cache.path()));
+    // Only the server has it: the probe says so without asking it.
+    assert!(symbols.load_without_network(&rsds()).unwrap().is_none());
+    assert_eq!(server.requests.load(Ordering::SeqCst), 0);
+    let downloaded = symbols.load(&rsds()).unwrap();
+    assert_eq!(server.requests.load(Ordering::SeqCst), 1);
+    // The same loader has it parsed; a new one finds the cached file; neither asks the server.
+    let again = symbols.load_without_network(&rsds()).unwrap().unwrap();
+    assert!(Arc::ptr_eq(&downloaded, &again));
+    let fresh = Symbols::new(options(&sympath, cache.path()));
+    check_showsseconfig(&fresh.load_without_network(&rsds()).unwrap().unwrap());
+    assert_eq!(server.requests.load(Ordering::SeqCst), 1);
+    // Without a server on the path, the probe is the search itself: a missing PDB is an error.
+    let local = Symbols::new(options(
+        &tempfile::tempdir().unwrap().path().display().to_string(),
+        cache.path(),
+    ));
+    assert!(matches!(
+        local.load_without_network(&rsds()),
+        Err(SymbolError::NotFound { .. })
+    ));
+}

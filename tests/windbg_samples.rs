@@ -250,6 +250,8 @@ fn report(build: u32, level: u64, statistics: BTreeMap<String, u64>) -> LeakRepo
             time: String::new(),
             connection: String::new(),
             symbol_sources: Vec::new(),
+            stops: Vec::new(),
+            outside_s: None,
         },
         verifier: VerifierState {
             level,

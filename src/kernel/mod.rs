@@ -4,6 +4,7 @@
 //! Everything reads through the [`Memory`] trait, implemented by [`Session`] and by test fakes.
 
 pub mod arch;
+pub mod boot;
 pub mod kdbg;
 pub mod modules;
 pub mod pe;
@@ -11,6 +12,7 @@ pub mod pe;
 use std::future::Future;
 
 use crate::session::{self, ReadOutcome, Session};
+pub use boot::{BootIdentity, SharedDataLayout};
 pub use kdbg::{find_kdbg, read_kdbg, Kdbg};
 pub use modules::{
     first_image, walk_modules, FirstImage, Module, ModuleLayout, ModuleList, MAX_MODULES,

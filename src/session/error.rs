@@ -35,6 +35,9 @@ pub enum Error {
     /// The target rebooted mid-session.
     #[error("the target rebooted during the session")]
     TargetRestarted,
+    /// Every stop of a pull found another boot or kernel than the stop before it.
+    #[error("{0}")]
+    BootChanged(String),
     /// SIGINT or SIGTERM arrived.
     #[error("interrupted by {0}")]
     Interrupted(&'static str),

@@ -131,3 +131,53 @@ impl Session {
         self.resume().await
     }
 }
+
+/// SIGINT/SIGTERM for a whole command (a watch, a pull of several stops): one listener from the
+/// start, so a signal that arrives between two awaits (while a record is written, say) is not
+/// lost. Disabled, it never fires.
+pub struct Interrupt {
+    fired: tokio::sync::watch::Receiver<Option<&'static str>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Interrupt {
+    pub fn new(enabled: bool) -> Self {
+        let (tx, fired) = tokio::sync::watch::channel(None);
+        let task = enabled.then(|| {
+            tokio::spawn(async move {
+                let name = shutdown_signal().await;
+                let _ = tx.send(Some(name));
+                // Keep the sender (and so the receivers' state) alive.
+                std::future::pending::<()>().await;
+            })
+        });
+        Self { fired, task }
+    }
+
+    /// The signal's name, once one arrived.
+    pub fn fired(&self) -> Option<&'static str> {
+        *self.fired.borrow()
+    }
+
+    /// Completes with the signal's name when one arrives (at once if one has).
+    pub async fn wait(&self) -> &'static str {
+        let mut rx = self.fired.clone();
+        let name = rx
+            .wait_for(Option::is_some)
+            .await
+            .ok()
+            .and_then(|name| *name);
+        match name {
+            Some(name) => name,
+            None => std::future::pending().await,
+        }
+    }
+}
+
+impl Drop for Interrupt {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}

@@ -25,7 +25,7 @@ use tracing::{debug, info, trace, warn, Instrument};
 use crate::transport::{Incoming, Transport};
 pub use dr7::continue_dr7;
 pub use error::{Error, Result};
-pub use guard::shutdown_signal;
+pub use guard::{shutdown_signal, Interrupt};
 use read::{Coverage, ReadCache};
 pub use read::{ReadOutcome, MAX_READ};
 

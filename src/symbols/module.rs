@@ -166,6 +166,33 @@ impl super::Symbols {
         result
     }
 
+    /// A module's symbols if this host has them without asking a symbol server: its PDB from
+    /// the process cache, directories, stores and caches, else its ISF table from a pack;
+    /// `Ok(None)` when only a server on the symbol path may have them. No request leaves the
+    /// host, so it is cheap enough to ask while the target is stopped.
+    pub fn load_module_without_network(
+        &self,
+        rsds: &crate::kernel::PdbInfo,
+    ) -> Result<Option<ModuleSymbols>> {
+        // `Ok(None)`: a server may have it; an error: nothing on the symbol path will.
+        let pdb_error = match self.load_without_network(rsds) {
+            Ok(Some(pdb)) => return Ok(Some(ModuleSymbols::Pdb(pdb))),
+            Ok(None) => None,
+            Err(error) => Some(error),
+        };
+        match (self.load_table(&PdbId::from_rsds(rsds)), pdb_error) {
+            (Ok(table), _) => Ok(Some(ModuleSymbols::Isf(table))),
+            (Err(SymbolError::IsfNotFound { .. }), None) => Ok(None),
+            (Err(isf @ SymbolError::IsfNotFound { .. }), Some(pdb)) => {
+                Err(SymbolError::NoSymbols {
+                    pdb: Box::new(pdb),
+                    isf: Box::new(isf),
+                })
+            }
+            (Err(error), _) => Err(error),
+        }
+    }
+
     fn load_module_uncounted(&self, id: &PdbId) -> Result<ModuleSymbols> {
         let pdb_error = match self.load_id(id) {
             Ok(pdb) => return Ok(ModuleSymbols::Pdb(pdb)),

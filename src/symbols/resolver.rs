@@ -69,6 +69,13 @@ pub struct Symbols {
     pub(super) requested: Mutex<Vec<super::module::Requested>>,
 }
 
+/// Whether a search may ask symbol servers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Network {
+    Allowed,
+    Skipped,
+}
+
 /// What one search saw, for the error message.
 #[derive(Default)]
 struct Search {
@@ -117,11 +124,46 @@ impl Symbols {
 
     /// The PDB for `id`, from the process cache or the symbol path.
     pub fn load_id(&self, id: &PdbId) -> Result<Arc<Pdb>> {
+        self.load_from(id, Network::Allowed)
+    }
+
+    /// The PDB for a module's RSDS record if it can be had without a symbol server (the process
+    /// cache, directories, stores, caches); `Ok(None)` when only a server on the symbol path
+    /// may have it. Cheap enough to ask while the target is stopped: no request leaves the host.
+    pub fn load_without_network(&self, rsds: &PdbInfo) -> Result<Option<Arc<Pdb>>> {
+        let id = PdbId::from_rsds(rsds);
+        if !self.has_server() {
+            return self.load_from(&id, Network::Allowed).map(Some);
+        }
+        match self.load_from(&id, Network::Skipped) {
+            Ok(pdb) => Ok(Some(pdb)),
+            // A server may have the right file where the local ones are missing or mismatched.
+            Err(SymbolError::NotFound { .. } | SymbolError::Mismatch { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether a search may ask a symbol server (`--offline` or a path of directories and
+    /// stores only: never).
+    fn has_server(&self) -> bool {
+        !self.opts.offline
+            && self.opts.path.elements.iter().any(|e| {
+                matches!(
+                    e,
+                    Element::Server {
+                        upstream: Upstream::Url(_),
+                        ..
+                    }
+                )
+            })
+    }
+
+    fn load_from(&self, id: &PdbId, network: Network) -> Result<Arc<Pdb>> {
         let key = cache_key(id);
         if let Some(pdb) = self.loaded.lock().expect("symbol cache lock").get(&key) {
             return Ok(pdb.clone());
         }
-        let path = self.locate(id)?;
+        let path = self.locate_with(id, network)?;
         let pdb = Arc::new(Pdb::open(&path)?);
         check(&path, id, pdb.id(), self.opts.force)?;
         let mut loaded = self.loaded.lock().expect("symbol cache lock");
@@ -141,6 +183,10 @@ impl Symbols {
 
     /// Finds the file for `id` without parsing it beyond its identity.
     pub fn locate(&self, id: &PdbId) -> Result<PathBuf> {
+        self.locate_with(id, Network::Allowed)
+    }
+
+    fn locate_with(&self, id: &PdbId, network: Network) -> Result<PathBuf> {
         let mut search = Search::default();
         for element in &self.opts.path.elements {
             let found = match element {
@@ -148,7 +194,7 @@ impl Symbols {
                 Element::Server {
                     downstream,
                     upstream,
-                } => self.search_server(downstream, upstream, id, &mut search)?,
+                } => self.search_server(downstream, upstream, id, network, &mut search)?,
             };
             if let Some(path) = found {
                 return Ok(path);
@@ -237,6 +283,7 @@ impl Symbols {
         downstream: &[PathBuf],
         upstream: &Upstream,
         id: &PdbId,
+        network: Network,
         search: &mut Search,
     ) -> Result<Option<PathBuf>> {
         // 1. the downstream stores, left first
@@ -272,7 +319,7 @@ impl Symbols {
                 }
             }
             Upstream::Url(base) => {
-                if self.opts.offline {
+                if self.opts.offline || network == Network::Skipped {
                     search.tried.push(format!("{base} (skipped: offline)"));
                     return Ok(None);
                 }

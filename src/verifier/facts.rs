@@ -54,6 +54,11 @@ pub const IN_FLIGHT_PER_PROCESSOR: u64 = 2;
 /// allocation (ViPoolLogStackTrace).
 pub const LOG_MAY_SKIP_ALLOCATIONS_BUILD: u32 = 22_000;
 
+/// `KUSER_SHARED_DATA`'s kernel address on x64, the same on every Windows version (wdm.h
+/// `KI_USER_SHARED_DATA`; Volatility 3 `Intel64LayerCheck.KUSER_KERNEL_SPACE_ADDR`). No PDB has
+/// a symbol for it; its layout (`_KUSER_SHARED_DATA`) comes from the kernel PDB.
+pub const KUSER_SHARED_DATA: u64 = 0xFFFF_F780_0000_0000;
+
 /// Kernel-mode addresses of x64 Windows are in the upper half of the canonical address space.
 pub fn is_kernel_address(address: u64) -> bool {
     address >= 0xFFFF_8000_0000_0000

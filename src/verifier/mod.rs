@@ -22,6 +22,6 @@ pub mod trackers;
 pub use error::VerifierError;
 pub use model::{
     Allocation, DriverCounters, DriverReport, Frame, LeakReport, LeakSite, LogRecord, LogSummary,
-    SymbolSource, TargetSummary, VerifierState, SCHEMA_VERSION,
+    StopPurpose, SymbolSource, TargetStop, TargetSummary, VerifierState, SCHEMA_VERSION,
 };
-pub use pull::{pull, pull_with, rfc3339, PullCache, PullOptions};
+pub use pull::{pull, pull_with, read_with, rfc3339, symbolize_report, PullCache, PullOptions};

@@ -37,6 +37,53 @@ pub struct TargetSummary {
     /// then each module a caller or stack frame falls in.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub symbol_sources: Vec<SymbolSource>,
+    /// A live pull's stops, in order, each with how long it froze the target (absent for
+    /// dumps).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stops: Vec<TargetStop>,
+    /// Seconds of a live pull's host work done while the target ran: fetching symbols between
+    /// the stops, symbolizing after the last (absent for dumps).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outside_s: Option<f64>,
+}
+
+impl TargetSummary {
+    /// Seconds the target was frozen, over every stop.
+    pub fn frozen_s(&self) -> f64 {
+        self.stops.iter().map(|stop| stop.frozen_s).sum()
+    }
+}
+
+/// What a stop of the target was for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopPurpose {
+    /// Only to identify the kernel (GetVersion, its RSDS record): its PDB was not on this host,
+    /// so it was fetched while the target ran again.
+    Identify,
+    /// The reads of the pull (or of `info`).
+    Read,
+}
+
+impl StopPurpose {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StopPurpose::Identify => "identify",
+            StopPurpose::Read => "read",
+        }
+    }
+}
+
+/// One stop: what it was for and how long the target was frozen (host clock, from the stop
+/// report to the acknowledged Continue).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TargetStop {
+    pub purpose: StopPurpose,
+    pub frozen_s: f64,
+    /// This stop found another boot than the stop before it (the target rebooted while its
+    /// symbols were fetched); the pull started over from this stop.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub new_boot: bool,
 }
 
 /// Where one module's symbols came from (`target.symbol_sources`).
@@ -122,6 +169,10 @@ fn yes() -> bool {
 
 fn is_true(value: &bool) -> bool {
     *value
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
 }
 
 /// Per-driver counters, from `_VF_TARGET_VERIFIED_DRIVER_DATA` (or the older per-driver object).

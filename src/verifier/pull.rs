@@ -97,6 +97,20 @@ pub async fn pull_with<M: Memory>(
     options: &PullOptions,
     cache: &mut PullCache,
 ) -> Result<LeakReport> {
+    let mut report = read_with(mem, ctx, options, cache).await?;
+    symbolize_report(&mut report, ctx, symbols).await;
+    Ok(report)
+}
+
+/// The reads of [`pull_with`], without symbolizing: everything that needs the target stopped.
+/// Callers and frames keep empty symbols until [`symbolize_report`], which needs the module
+/// list only and so can run after the target is resumed (it may download drivers' PDBs).
+pub async fn read_with<M: Memory>(
+    mem: &mut M,
+    ctx: &KernelContext,
+    options: &PullOptions,
+    cache: &mut PullCache,
+) -> Result<LeakReport> {
     cache.last_log_read = None;
     let nt = Nt::new(&ctx.nt, ctx.kern_base);
     let build = u32::from(ctx.build);
@@ -315,8 +329,6 @@ pub async fn pull_with<M: Memory>(
     if whole_ring {
         cache.log = log;
     }
-    let (space, symbol_sources) = address_space(ctx, &reports, symbols).await;
-    symbolize(&mut reports, &space);
 
     Ok(LeakReport {
         schema_version: SCHEMA_VERSION,
@@ -325,7 +337,9 @@ pub async fn pull_with<M: Memory>(
             kernel_base: ctx.kern_base,
             time: now_rfc3339(),
             connection: options.connection.clone(),
-            symbol_sources,
+            symbol_sources: Vec::new(),
+            stops: Vec::new(),
+            outside_s: None,
         },
         verifier,
         drivers: reports,
@@ -385,6 +399,19 @@ fn frame(address: u64) -> Frame {
         address,
         symbol: String::new(),
     }
+}
+
+/// Gives every caller and frame of `report` its symbol (`module!Function+0xoff`), loading the
+/// symbols of each module one falls in, and says where each module's came from (the kernel's
+/// first): the modules' PDBs are found (or downloaded) here, not while the target is stopped.
+pub async fn symbolize_report(
+    report: &mut LeakReport,
+    ctx: &KernelContext,
+    symbols: &Arc<Symbols>,
+) {
+    let (space, sources) = address_space(ctx, &report.drivers, symbols).await;
+    symbolize(&mut report.drivers, &space);
+    report.target.symbol_sources = sources;
 }
 
 /// Loads the symbols of every module that a caller or frame falls in (the others are not

@@ -26,9 +26,10 @@ use tracing::{info, warn};
 
 use crate::connect::ConnectSpec;
 use crate::kernel_context::KernelContext;
+use crate::kernel_stop::stop_with_kernel;
 use crate::report::{self, GroupBy};
-use crate::session::{self, shutdown_signal, Error, Session};
-use crate::stop::StopOptions;
+use crate::session::{self, Error, Interrupt, Session};
+use crate::stop::{StopOptions, Target};
 use crate::symbols::Symbols;
 use crate::transport::{self, embedded_sim::EmbeddedSim};
 use crate::verifier::{self, LeakReport, PullCache, PullOptions};
@@ -164,7 +165,9 @@ async fn connect(
     })
 }
 
-/// One poll over an open connection: break in, pull (incrementally), resume.
+/// One poll over an open connection: break in, pull (incrementally), resume, symbolize. The
+/// first poll of a boot identifies the kernel, and when this host lacks its PDB, fetches it while
+/// the target runs between two stops ([`stop_with_kernel`]); later polls of the boot stop once.
 async fn poll_once(
     session: &mut Session,
     boot: &mut BootState,
@@ -173,46 +176,57 @@ async fn poll_once(
     interrupt: &Interrupt,
 ) -> (session::Result<LeakReport>, PollCost) {
     let before = session.stats().clone();
+    let mut target = Target::new(session, Arc::clone(symbols), interrupt);
+    let BootState { kernel, cache } = boot;
     let result = async {
-        let interrupted = tokio::select! {
-            attached = session.break_in() => {
-                attached?;
-                None
-            }
-            name = interrupt.wait() => Some(name),
+        let connection = target.connection().to_string();
+        let mut read = async |s: &mut Session, kernel: &KernelContext| {
+            let options = PullOptions {
+                connection: connection.clone(),
+                processors: s.stop().map_or(0, |stop| stop.number_processors),
+                ..pull.clone()
+            };
+            session::Result::Ok(verifier::read_with(s, kernel, &options, cache).await?)
         };
-        if let Some(name) = interrupted {
-            if let Err(error) = session
-                .settle_abandoned_attach(Duration::from_secs(2))
-                .await
-            {
-                warn!(%error, "could not settle the abandoned break-in");
+        let mut report = match kernel.as_ref() {
+            Some(known) => {
+                target
+                    .stop(async |s: &mut Session| read(s, known).await)
+                    .await?
             }
-            return Err(Error::Interrupted(name));
-        }
-        let connection = session.transport().describe();
-        session
-            .run_stopped(async |s: &mut Session| {
-                if boot.kernel.is_none() {
-                    boot.kernel = Some(KernelContext::load(s, symbols).await?);
-                }
-                let kernel = boot.kernel.as_ref().expect("loaded above");
-                let options = PullOptions {
-                    connection,
-                    processors: s.stop().map_or(0, |stop| stop.number_processors),
-                    ..pull.clone()
-                };
-                Ok(verifier::pull_with(s, kernel, symbols, &options, &mut boot.cache).await?)
+            None => {
+                let (report, loaded) = stop_with_kernel(
+                    &mut target,
+                    async |s: &mut Session, _version, loaded: KernelContext| {
+                        Ok((read(s, &loaded).await?, loaded))
+                    },
+                )
+                .await?;
+                *kernel = Some(loaded);
+                report
+            }
+        };
+        let loaded = kernel.as_ref().expect("loaded above");
+        target
+            .run_outside(async {
+                verifier::symbolize_report(&mut report, loaded, symbols).await;
+                Ok(())
             })
-            .await
+            .await?;
+        report.target.stops = target.stops().to_vec();
+        report.target.outside_s = Some(target.outside_s());
+        Ok(report)
     }
     .await;
-    let after = session.stats();
+    let stops = target.stops().to_vec();
+    let after = target.session().stats();
     let cost = PollCost {
         bytes_in: after.bytes_in - before.bytes_in,
         bytes_out: after.bytes_out - before.bytes_out,
         requests: after.requests - before.requests,
         log_read: boot.cache.last_log_read,
+        stops: stops.len() as u32,
+        frozen_s: stops.iter().map(|stop| stop.frozen_s).sum(),
     };
     (result, cost)
 }
@@ -465,51 +479,4 @@ fn emit(
         report::write_atomically(path, html::render(records, meta).as_bytes())?;
     }
     Ok(())
-}
-
-/// SIGINT/SIGTERM for the whole watch: one listener from the start, so a signal that arrives
-/// between two awaits (while a record is written, say) is not lost.
-struct Interrupt {
-    fired: tokio::sync::watch::Receiver<Option<&'static str>>,
-    task: Option<tokio::task::JoinHandle<()>>,
-}
-
-impl Interrupt {
-    fn new(enabled: bool) -> Self {
-        let (tx, fired) = tokio::sync::watch::channel(None);
-        let task = enabled.then(|| {
-            tokio::spawn(async move {
-                let name = shutdown_signal().await;
-                let _ = tx.send(Some(name));
-                // Keep the sender (and so the receivers' state) alive.
-                std::future::pending::<()>().await;
-            })
-        });
-        Self { fired, task }
-    }
-
-    fn fired(&self) -> Option<&'static str> {
-        *self.fired.borrow()
-    }
-
-    async fn wait(&self) -> &'static str {
-        let mut rx = self.fired.clone();
-        let name = rx
-            .wait_for(Option::is_some)
-            .await
-            .ok()
-            .and_then(|name| *name);
-        match name {
-            Some(name) => name,
-            None => std::future::pending().await,
-        }
-    }
-}
-
-impl Drop for Interrupt {
-    fn drop(&mut self) {
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
-    }
 }

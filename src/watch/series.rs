@@ -31,6 +31,11 @@ pub struct PollRecord {
     pub wire_bytes_out: u64,
     /// Manipulate requests of this poll.
     pub requests: u64,
+    /// Stops this poll made, and the seconds they froze the target (host clock).
+    #[serde(default)]
+    pub stops: u32,
+    #[serde(default)]
+    pub frozen_s: f64,
     /// `full` (the whole log ring), `since` (only the records written since the last poll) or
     /// `none` (not read).
     pub log_read: String,
@@ -106,6 +111,10 @@ pub struct PollCost {
     pub bytes_out: u64,
     pub requests: u64,
     pub log_read: Option<crate::verifier::log::LogRead>,
+    /// Stops this poll made (two when the first poll of a boot fetched the kernel's PDB).
+    pub stops: u32,
+    /// Seconds this poll's stops froze the target.
+    pub frozen_s: f64,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -186,6 +195,8 @@ impl Tracker {
             wire_bytes_in: cost.bytes_in,
             wire_bytes_out: cost.bytes_out,
             requests: cost.requests,
+            stops: cost.stops,
+            frozen_s: cost.frozen_s,
             log_read: "none".into(),
             log_records_read: 0,
             log_index: None,
@@ -313,6 +324,8 @@ impl Tracker {
             wire_bytes_in: cost.bytes_in,
             wire_bytes_out: cost.bytes_out,
             requests: cost.requests,
+            stops: cost.stops,
+            frozen_s: cost.frozen_s,
             log_read: log_read.into(),
             log_records_read,
             log_index: report.verifier.log.as_ref().map(|l| l.index),
@@ -425,6 +438,8 @@ mod tests {
                 time: String::new(),
                 connection: String::new(),
                 symbol_sources: Vec::new(),
+                stops: Vec::new(),
+                outside_s: None,
             },
             verifier: VerifierState {
                 level: 8,

@@ -1,6 +1,7 @@
 //! The text output: per driver a WinDbg-style `!verifier 3 <driver>` block, per outstanding
 //! allocation a `!verifier 80 <address>` block, then the leak table of allocation sites, a
-//! completeness line, and where each module's symbols came from.
+//! completeness line, how long a live pull froze the target, and where each module's symbols
+//! came from.
 //!
 //! The WinDbg blocks come in two layouts ([`WindbgStyle`]): [`current`], as today's WinDbg prints
 //! them (whatever the target's Windows version; the flag lists follow the target's build), and
@@ -16,7 +17,7 @@ pub mod current;
 use std::fmt::{self, Write as _};
 
 use super::{sites, GroupBy};
-use crate::verifier::model::{Allocation, LeakReport, LogSummary};
+use crate::verifier::model::{Allocation, LeakReport, LogSummary, TargetStop};
 
 /// Which WinDbg layout the `!verifier` blocks follow.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, clap::ValueEnum)]
@@ -105,11 +106,58 @@ pub fn render(report: &LeakReport, options: &TextOptions) -> String {
     out.push('\n');
     out.push_str(&completeness_line(report));
     out.push('\n');
+    if let Some(line) = frozen_line(report) {
+        out.push_str(&line);
+        out.push('\n');
+    }
     if let Some(line) = symbols_line(report) {
         out.push_str(&line);
         out.push('\n');
     }
     out
+}
+
+/// How long a live pull froze the target and how long the host worked while it ran, without the
+/// newline: `Target frozen 0.412 s in 2 stops (identify 0.011 s, read 0.401 s); 6.204 s of host
+/// work while it ran.` `None` for a dump (no stops).
+pub fn frozen_line(report: &LeakReport) -> Option<String> {
+    if report.target.stops.is_empty() {
+        return None;
+    }
+    let mut line = format!("Target {}", frozen_summary(&report.target.stops));
+    if let Some(outside) = report.target.outside_s {
+        let _ = write!(line, "; {outside:.3} s of host work while it ran");
+    }
+    line.push('.');
+    Some(line)
+}
+
+/// `frozen 0.402 s in one stop`, or with more stops each one's purpose and time:
+/// `frozen 0.412 s in 2 stops (identify 0.011 s, read 0.401 s after a reboot)`.
+pub fn frozen_summary(stops: &[TargetStop]) -> String {
+    let total: f64 = stops.iter().map(|stop| stop.frozen_s).sum();
+    match stops {
+        [] => "not stopped".to_string(),
+        [_] => format!("frozen {total:.3} s in one stop"),
+        _ => {
+            let each: Vec<String> = stops
+                .iter()
+                .map(|stop| {
+                    format!(
+                        "{} {:.3} s{}",
+                        stop.purpose.as_str(),
+                        stop.frozen_s,
+                        if stop.new_boot { " after a reboot" } else { "" }
+                    )
+                })
+                .collect();
+            format!(
+                "frozen {total:.3} s in {} stops ({})",
+                stops.len(),
+                each.join(", ")
+            )
+        }
+    }
 }
 
 /// One `!verifier 80 <address>` block for an outstanding allocation, in the chosen layout.
@@ -281,6 +329,27 @@ pub fn completeness_line(report: &LeakReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_frozen_line_says_each_stop_when_there_are_several() {
+        use crate::verifier::model::StopPurpose;
+        let stop = |purpose, frozen_s, new_boot| TargetStop {
+            purpose,
+            frozen_s,
+            new_boot,
+        };
+        assert_eq!(
+            frozen_summary(&[stop(StopPurpose::Read, 0.4021, false)]),
+            "frozen 0.402 s in one stop"
+        );
+        assert_eq!(
+            frozen_summary(&[
+                stop(StopPurpose::Identify, 0.011, false),
+                stop(StopPurpose::Read, 0.401, true)
+            ]),
+            "frozen 0.412 s in 2 stops (identify 0.011 s, read 0.401 s after a reboot)"
+        );
+    }
 
     #[test]
     fn styles_parse_and_print() {

@@ -217,6 +217,16 @@ impl Machine {
         self.memory.write(high1, &high);
         true
     }
+
+    /// Sets `KUSER_SHARED_DATA.BootId` where the kernel has it (a reboot counts the boots).
+    pub fn set_boot_id(&mut self, boot: u64) -> bool {
+        let Some(at) = self.runtime.boot_id else {
+            return false;
+        };
+        let boot = u32::try_from(boot).unwrap_or(u32::MAX);
+        self.memory.write(at, &boot.to_le_bytes());
+        true
+    }
 }
 
 impl Machine {

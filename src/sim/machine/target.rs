@@ -93,6 +93,8 @@ pub struct TargetCore {
     stats: SimStats,
     /// Since when the target runs (its timeline's clock advances only while it runs).
     running_since: Option<Instant>,
+    /// Since when the target is stopped (for [`SimStats::stopped_us`]).
+    stopped_since: Option<Instant>,
 }
 
 impl TargetCore {
@@ -106,6 +108,18 @@ impl TargetCore {
             stop: StopState::default(),
             stats: SimStats::default(),
             running_since: Some(Instant::now()),
+            stopped_since: None,
+        }
+    }
+
+    /// Ends the current stop's clock (at a Continue or a reboot).
+    fn end_stop(&mut self, now: Instant) {
+        if let Some(since) = self.stopped_since.take() {
+            let stopped = now.saturating_duration_since(since).as_micros();
+            self.stats.stopped_us = self
+                .stats
+                .stopped_us
+                .saturating_add(u64::try_from(stopped).unwrap_or(u64::MAX));
         }
     }
 
@@ -178,14 +192,17 @@ impl TargetCore {
 
     /// A new boot: memory reloaded from `machine`, running, and a link that numbers its packets
     /// from scratch as a freshly booted kernel does (KDCOM: INITIAL|SYNC; KDNET: from 0).
-    /// Counters survive so the summary covers every boot.
+    /// Counters survive so the summary covers every boot; `KUSER_SHARED_DATA.BootId` counts
+    /// the boot, as Windows' does.
     pub fn reboot(&mut self, machine: Machine) {
+        self.end_stop(Instant::now());
         self.link = Link::new(self.link.config().clone());
         self.machine = machine;
         self.state = SimState::Running;
         self.current_cpu = 0;
         self.stop = StopState::default();
         self.stats.reboots += 1;
+        self.machine.set_boot_id(1 + self.stats.reboots);
         self.running_since = Some(Instant::now());
     }
 
@@ -243,6 +260,7 @@ impl TargetCore {
     fn enter_stop(&mut self, cpu: u16, now: Instant) {
         self.run_until(now);
         self.running_since = None;
+        self.stopped_since.get_or_insert(now);
         self.state = SimState::Stopped;
         self.current_cpu = cpu;
         self.stop.reset();
@@ -320,6 +338,7 @@ impl TargetCore {
                 }
                 self.state = SimState::Running;
                 self.running_since = Some(now);
+                self.end_stop(now);
                 self.stop.reset();
             }
             Outcome::SwitchProcessor(cpu) if cpu < self.machine.processor_count() => {

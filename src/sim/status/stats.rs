@@ -39,6 +39,10 @@ pub struct SimStats {
     /// State changes re-sent after a RESET or RESEND (kd.md §2.6).
     pub state_change_resends: u64,
     pub continues: u64,
+    /// Microseconds the target has spent stopped, over every stop that has ended (by a Continue
+    /// or a reboot), on the simulator's own clock: what a host's stops cost the machine.
+    #[serde(default)]
+    pub stopped_us: u64,
     /// Manipulate requests by API name.
     pub requests: BTreeMap<String, u64>,
     /// Requests answered with the unsupported-API echo.
@@ -101,12 +105,14 @@ impl fmt::Display for SimStats {
         writeln!(f, "state: {}", self.state)?;
         writeln!(
             f,
-            "break-ins: {} (+{} while stopped), state changes: {} ({} re-sent), continues: {}",
+            "break-ins: {} (+{} while stopped), state changes: {} ({} re-sent), continues: {}, \
+             stopped {:.3} s",
             self.break_ins,
             self.break_ins_while_stopped,
             self.state_changes,
             self.state_change_resends,
-            self.continues
+            self.continues,
+            self.stopped_us as f64 / 1e6
         )?;
         if self.pokes > 0 || self.handshakes > 0 {
             writeln!(

@@ -44,6 +44,8 @@ pub struct RuntimeSites {
     pub version_flags: Option<u64>,
     /// `KUSER_SHARED_DATA.SystemTime` (a `_KSYSTEM_TIME`): LowPart, High1Time, High2Time.
     pub system_time: Option<[u64; 3]>,
+    /// `KUSER_SHARED_DATA.BootId` (ULONG, Windows 8+): which boot of the machine this is.
+    pub boot_id: Option<u64>,
 }
 
 impl MemoryImage {

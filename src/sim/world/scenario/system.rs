@@ -129,6 +129,11 @@ pub(super) fn lay_out(
         *slot = at + isf.offset(ku, &path)?;
     }
     runtime.system_time = Some(time);
+    // The first boot; a reboot counts on (`Machine::set_boot_id`). Windows 7's page has no BootId.
+    if isf.has_field(ku, "BootId") {
+        b.set(at, ku, "BootId", 1)?;
+        runtime.boot_id = Some(at + isf.offset(ku, "BootId")?);
+    }
 
     // ---- KdVersionBlock: what GetVersion answers, one CPU.
     if let Some(at) = kernel.kd_version_block {
