@@ -15,9 +15,11 @@
 pub mod cache_dir;
 pub mod dt;
 pub mod error;
+pub mod fieldlist;
 pub mod http;
 pub mod identity;
 pub mod kldr;
+pub mod msf;
 pub mod names;
 pub mod pdbfile;
 pub mod resolver;

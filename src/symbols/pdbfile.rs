@@ -21,10 +21,48 @@ pub struct Pdb {
 
 fn open(path: &Path) -> Result<pdb2::PDB<'static, std::fs::File>> {
     let file = std::fs::File::open(path).map_err(|e| SymbolError::io(path, e))?;
-    pdb2::PDB::open(file).map_err(|source| SymbolError::Pdb {
+    open_source(path, file)
+}
+
+/// Opens a PDB from `source` after checking its container ([`super::msf::check`]): from then
+/// on, nothing `pdb2` reads is larger than the file. `path` names it in errors.
+pub fn open_source<S>(path: &Path, mut source: S) -> Result<pdb2::PDB<'static, S>>
+where
+    S: std::io::Read + std::io::Seek + std::fmt::Debug + Send + 'static,
+{
+    let malformed = |reason: String| SymbolError::Malformed {
+        pdb: path.to_path_buf(),
+        reason,
+    };
+    let len = source
+        .seek(std::io::SeekFrom::End(0))
+        .map_err(|e| SymbolError::io(path, e))?;
+    super::msf::check(&mut source, len).map_err(malformed)?;
+    source
+        .seek(std::io::SeekFrom::Start(0))
+        .map_err(|e| SymbolError::io(path, e))?;
+    pdb2::PDB::open(source).map_err(|source| SymbolError::Pdb {
         pdb: path.to_path_buf(),
         what: "the MSF container",
         source,
+    })
+}
+
+/// Runs one step of reading the PDB at `path`, turning a panic of the PDB reader into an error
+/// that names the file. The last line of defence only: the container is checked first, the
+/// record kinds that `pdb2` mis-sizes are never handed to it, and field lists are parsed here.
+/// (A panic still prints its message on stderr through the panic hook.)
+pub fn contain<T>(path: &Path, what: &str, step: impl FnOnce() -> Result<T>) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(step)).unwrap_or_else(|panic| {
+        let message = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into());
+        Err(SymbolError::Malformed {
+            pdb: path.to_path_buf(),
+            reason: format!("the PDB reader failed on {what}: {message}"),
+        })
     })
 }
 
@@ -58,10 +96,11 @@ impl Pdb {
     /// The type table, read on first use.
     pub fn types(&self) -> Result<Arc<TypeTable>> {
         let built = self.types.get_or_init(|| {
-            open(&self.path)
-                .and_then(|mut pdb| TypeTable::read(&self.path, &mut pdb))
-                .map(Arc::new)
-                .map_err(|e| e.to_string())
+            contain(&self.path, "the type stream", || {
+                open(&self.path).and_then(|mut pdb| TypeTable::read(&self.path, &mut pdb))
+            })
+            .map(Arc::new)
+            .map_err(|e| e.to_string())
         });
         built.clone().map_err(|m| again(&self.path, &m))
     }
@@ -69,10 +108,11 @@ impl Pdb {
     /// The name/address index, built on first use.
     pub fn names(&self) -> Result<Arc<NameIndex>> {
         let built = self.names.get_or_init(|| {
-            open(&self.path)
-                .and_then(|mut pdb| NameIndex::read(&self.path, &mut pdb))
-                .map(Arc::new)
-                .map_err(|e| e.to_string())
+            contain(&self.path, "the symbols", || {
+                open(&self.path).and_then(|mut pdb| NameIndex::read(&self.path, &mut pdb))
+            })
+            .map(Arc::new)
+            .map_err(|e| e.to_string())
         });
         built.clone().map_err(|m| again(&self.path, &m))
     }
