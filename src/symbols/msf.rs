@@ -221,6 +221,49 @@ pub fn build(streams: &[Option<&[u8]>]) -> Vec<u8> {
     file
 }
 
+/// A PDB with `guid`, `age` and a type stream of `records` (each a `u16` length then the
+/// record, as in a TPI stream), numbered from 0x1000; `index_end` is what the header claims as
+/// the end of the type indices (`None`: the real end). For tests and the fuzz targets.
+pub fn pdb_with_types(guid: [u8; 16], age: u32, records: &[u8], index_end: Option<u32>) -> Vec<u8> {
+    let mut info = 20000404u32.to_le_bytes().to_vec(); // VC70
+    info.extend(0u32.to_le_bytes()); // signature
+    info.extend(age.to_le_bytes());
+    info.extend(guid);
+    info.extend([0u8; 20]); // no names, an empty named-stream table
+    let mut count = 0u32;
+    let mut at = 0;
+    while at + 2 <= records.len() {
+        at += 2 + usize::from(u16::from_le_bytes([records[at], records[at + 1]]));
+        count += 1;
+    }
+    let mut tpi = 20040203u32.to_le_bytes().to_vec(); // V80
+    tpi.extend(56u32.to_le_bytes()); // header size
+    tpi.extend(0x1000u32.to_le_bytes());
+    tpi.extend(index_end.unwrap_or(0x1000 + count).to_le_bytes());
+    tpi.extend((records.len() as u32).to_le_bytes());
+    tpi.extend(u16::MAX.to_le_bytes()); // no hash stream
+    tpi.extend(u16::MAX.to_le_bytes());
+    tpi.extend(4u32.to_le_bytes());
+    tpi.extend(0x3ffffu32.to_le_bytes());
+    tpi.extend([0u8; 24]);
+    tpi.extend(records);
+    build(&[Some(&[]), Some(&info), Some(&tpi)])
+}
+
+/// One type record for [`pdb_with_types`]: length, `kind`, `body`, padded to 4 bytes with
+/// `LF_PAD` bytes as compilers do.
+pub fn type_record(kind: u16, body: &[u8]) -> Vec<u8> {
+    let mut record = kind.to_le_bytes().to_vec();
+    record.extend(body);
+    while (record.len() + 2) % 4 != 0 {
+        let left = 4 - (record.len() + 2) % 4;
+        record.push(0xf0 | left as u8);
+    }
+    let mut out = (record.len() as u16).to_le_bytes().to_vec();
+    out.extend(record);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
