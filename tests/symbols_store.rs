@@ -39,6 +39,7 @@ fn options(sympath: &str, cache: &Path) -> SymbolOptions {
         timeout: Duration::from_secs(5),
         transfer_timeout: Duration::from_secs(30),
         progress: false,
+        max_download: kdleak::symbols::resolver::DEFAULT_MAX_DOWNLOAD,
         cache_dir: cache.to_path_buf(),
     }
 }

@@ -23,6 +23,7 @@ pub mod msf;
 pub mod names;
 pub mod pdbfile;
 pub mod resolver;
+pub mod safe_name;
 pub mod store;
 pub mod symbolize;
 pub mod sympath;
