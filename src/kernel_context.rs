@@ -382,7 +382,7 @@ fn target_data(what: &str, error: KernelError) -> Error {
 /// Loads a PDB off the async runtime: it may read large files or download from a symbol server.
 pub async fn load_pdb(symbols: &Arc<Symbols>, rsds: PdbInfo) -> session::Result<Arc<Pdb>> {
     let symbols = Arc::clone(symbols);
-    let name = rsds.file_name().to_string();
+    let name = crate::symbols::safe_name::printable(rsds.file_name(), 64);
     tokio::task::spawn_blocking(move || symbols.load(&rsds))
         .await
         .map_err(|e| Error::TargetData(format!("loading {name} failed: {e}")))?

@@ -3,12 +3,13 @@
 //! symbol server (plain `.pdb` and CAB `.pd_`), the cache in WinDbg's layout, local stores,
 //! `file.ptr`, plain directories, and GUID/age mismatches.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
+mod symbol_server;
+
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
+
+use symbol_server::serve;
 
 use kdleak::kernel::PdbInfo;
 use kdleak::symbols::{PdbId, SymbolError, SymbolOptions, SymbolPath, Symbols};
@@ -41,60 +42,6 @@ fn options(sympath: &str, cache: &Path) -> SymbolOptions {
         progress: false,
         max_download: kdleak::symbols::resolver::DEFAULT_MAX_DOWNLOAD,
         cache_dir: cache.to_path_buf(),
-    }
-}
-
-/// A tiny HTTP/1.1 file server over `root`, one request per connection, counting requests.
-struct Server {
-    port: u16,
-    requests: Arc<AtomicUsize>,
-    paths: Arc<Mutex<Vec<String>>>,
-}
-
-fn serve(root: PathBuf) -> Server {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let requests = Arc::new(AtomicUsize::new(0));
-    let paths = Arc::new(Mutex::new(Vec::new()));
-    let (count, log) = (requests.clone(), paths.clone());
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut line = String::new();
-            if reader.read_line(&mut line).is_err() {
-                continue;
-            }
-            loop {
-                let mut header = String::new();
-                if reader.read_line(&mut header).unwrap_or(0) == 0 || header == "\r\n" {
-                    break;
-                }
-            }
-            count.fetch_add(1, Ordering::SeqCst);
-            let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
-            log.lock().unwrap().push(path.clone());
-            let file = root.join(path.trim_start_matches('/'));
-            let response = match std::fs::read(&file) {
-                Ok(body) if file.is_file() => {
-                    let mut r = format!(
-                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n",
-                        body.len()
-                    )
-                    .into_bytes();
-                    r.extend_from_slice(&body);
-                    r
-                }
-                _ => b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                    .to_vec(),
-            };
-            let _ = stream.write_all(&response);
-        }
-    });
-    Server {
-        port,
-        requests,
-        paths,
     }
 }
 
@@ -138,7 +85,7 @@ fn http_server_plain_pdb_lands_in_the_cache_and_is_not_fetched_again() {
     let pdb = symbols.load(&rsds()).unwrap();
     check_showsseconfig(&pdb);
     assert_eq!(symbols.http_requests(), 1);
-    assert_eq!(server.requests.load(Ordering::SeqCst), 1);
+    assert_eq!(server.requests(), 1);
     assert_eq!(
         server.paths.lock().unwrap()[0],
         format!("/ShowSSEConfig.pdb/{KEY}/ShowSSEConfig.pdb")
@@ -157,7 +104,7 @@ fn http_server_plain_pdb_lands_in_the_cache_and_is_not_fetched_again() {
     let fresh = Symbols::new(options(&sympath, cache.path()));
     check_showsseconfig(&fresh.load(&rsds()).unwrap());
     assert_eq!(fresh.http_requests(), 0);
-    assert_eq!(server.requests.load(Ordering::SeqCst), 1);
+    assert_eq!(server.requests(), 1);
 }
 
 #[test]
@@ -196,7 +143,7 @@ fn http_server_cab_is_expanded_into_the_cache() {
     let fresh = Symbols::new(options(&sympath, Path::new("/nonexistent-default")));
     fresh.load(&rsds()).unwrap();
     assert_eq!(fresh.http_requests(), 0);
-    assert_eq!(server.requests.load(Ordering::SeqCst), 2);
+    assert_eq!(server.requests(), 2);
 }
 
 #[test]
@@ -215,7 +162,7 @@ fn offline_makes_no_request() {
     assert!(matches!(err, SymbolError::NotFound { .. }), "{err}");
     assert!(err.to_string().contains("offline"), "{err}");
     assert_eq!(err.exit_code(), 4);
-    assert_eq!(server.requests.load(Ordering::SeqCst), 0);
+    assert_eq!(server.requests(), 0);
 }
 
 #[test]
@@ -236,11 +183,7 @@ fn missing_everywhere_names_what_was_tried() {
         msg.contains("ShowSSEConfig.pdb") && msg.contains(KEY) && msg.contains("404"),
         "{msg}"
     );
-    assert_eq!(
-        server.requests.load(Ordering::SeqCst),
-        3,
-        "pdb, pd_, file.ptr"
-    );
+    assert_eq!(server.requests(), 3, "pdb, pd_, file.ptr");
 }
 
 #[test]

@@ -15,7 +15,8 @@ pub enum SymbolError {
     },
     #[error("{pdb}: not a usable PDB: {reason}")]
     Malformed { pdb: PathBuf, reason: String },
-    #[error("PDB name {name:?} (from the target's memory) refused: {reason}")]
+    /// `name` is already made printable (control characters escaped, cut short).
+    #[error("PDB name `{name}` (from the target's memory) refused: {reason}")]
     UnsafeName { name: String, reason: String },
     #[error("{pdb}: no type `{type_name}`")]
     TypeNotFound { pdb: PathBuf, type_name: String },

@@ -156,11 +156,7 @@ impl Http {
         };
         let mut temp = TempFile::beside(dest)?;
         // Read with no limit of ureq's own (its default is 10 MB); ours is `limit`.
-        let reader = response
-            .body_mut()
-            .with_config()
-            .limit(u64::MAX)
-            .reader();
+        let reader = response.body_mut().with_config().limit(u64::MAX).reader();
         let mut reader = bar.wrap_read(reader);
         let received = temp.fill_from(&mut reader, limit, "the download");
         bar.finish_and_clear();

@@ -141,7 +141,7 @@ impl Symbols {
         // The name comes from target memory and becomes cache paths and URLs.
         if let Some(reason) = safe_name::problem(&id.name) {
             return Err(SymbolError::UnsafeName {
-                name: id.name.clone(),
+                name: safe_name::printable(&id.name, 64),
                 reason,
             });
         }

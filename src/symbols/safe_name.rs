@@ -27,13 +27,18 @@ pub fn problem(name: &str) -> Option<String> {
         return Some("the name is a directory reference".into());
     }
     if let Some(c) = name.chars().find(|c| c.is_control()) {
-        return Some(format!("the name holds the control character {:#04x}", c as u32));
+        return Some(format!(
+            "the name holds the control character {:#04x}",
+            c as u32
+        ));
     }
     if name.contains('\u{fffd}') {
         return Some("the name is not valid UTF-8".into());
     }
     if let Some(c) = name.chars().find(|c| "\\/:*?\"<>|".contains(*c)) {
-        return Some(format!("the name holds `{c}`, which no Windows file name may"));
+        return Some(format!(
+            "the name holds `{c}`, which no Windows file name may"
+        ));
     }
     if name.ends_with('.') || name.ends_with(' ') || name.starts_with(' ') {
         return Some("the name starts with a space or ends in a dot or space".into());
@@ -52,6 +57,25 @@ pub fn problem(name: &str) -> Option<String> {
         return Some(format!("`{stem}` is a Windows device name"));
     }
     None
+}
+
+/// `text` for messages and reports: control characters written as `<1b>` (a name from the
+/// target never reaches a terminal raw; `kernel::escape_controls`), and cut after `max`
+/// characters with the full length said.
+pub fn printable(text: &str, max: usize) -> String {
+    let mut out = String::new();
+    for (i, c) in text.chars().enumerate() {
+        if i == max {
+            out.push_str(&format!("… ({} bytes)", text.len()));
+            break;
+        }
+        if c.is_control() {
+            out.push_str(&format!("<{:02x}>", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// `segment` for a URL path: RFC 3986's unreserved characters as they are, every other byte
@@ -117,6 +141,12 @@ mod tests {
             assert!(problem(name).is_some(), "{name:?} passed");
         }
         assert!(problem(&"a".repeat(5000)).unwrap().contains("5000 bytes"));
+    }
+
+    #[test]
+    fn printable_escapes_and_cuts() {
+        assert_eq!(printable("a\u{1b}[31mb", 80), "a<1b>[31mb");
+        assert_eq!(printable(&"x".repeat(300), 4), "xxxx… (300 bytes)");
     }
 
     #[test]

@@ -211,7 +211,10 @@ impl TempFile {
     /// Writes everything `input` gives, at most `limit` bytes (more is an error naming
     /// `what`); returns the bytes written.
     pub fn fill_from(&mut self, input: &mut dyn Read, limit: u64, what: &str) -> Result<u64> {
-        let file = self.file.as_mut().expect("a temporary file is open until persisted");
+        let file = self
+            .file
+            .as_mut()
+            .expect("a temporary file is open until persisted");
         let mut out = std::io::BufWriter::with_capacity(1 << 16, file);
         let copied = std::io::copy(&mut input.take(limit.saturating_add(1)), &mut out)
             .and_then(|n| out.flush().map(|()| n))
@@ -229,14 +232,17 @@ impl TempFile {
 
     /// The open file, for writers that stream into it.
     pub fn writer(&mut self) -> &mut fs::File {
-        self.file.as_mut().expect("a temporary file is open until persisted")
+        self.file
+            .as_mut()
+            .expect("a temporary file is open until persisted")
     }
 
     /// Flushes to disk and renames over `dest` (replacing whatever is there, which only another
     /// process writing the same file can have put there), then syncs the directory.
     pub fn persist(mut self, dest: &Path) -> Result<()> {
         if let Some(file) = self.file.take() {
-            file.sync_all().map_err(|e| SymbolError::io(&self.path, e))?;
+            file.sync_all()
+                .map_err(|e| SymbolError::io(&self.path, e))?;
         }
         fs::rename(&self.path, dest).map_err(|e| SymbolError::io(dest, e))?;
         if let Some(dir) = dest.parent().and_then(|d| fs::File::open(d).ok()) {
@@ -354,8 +360,11 @@ pub fn expand_cab_into<R: Read + std::io::Seek>(
             "{name} declares {declared} bytes, more than the limit of {limit} (--symbol-max-download)"
         ));
     }
-    let reader = cabinet.read_file(&name).map_err(|e| format!("{name}: {e}"))?;
-    let written = std::io::copy(&mut reader.take(declared), out).map_err(|e| format!("{name}: {e}"))?;
+    let reader = cabinet
+        .read_file(&name)
+        .map_err(|e| format!("{name}: {e}"))?;
+    let written =
+        std::io::copy(&mut reader.take(declared), out).map_err(|e| format!("{name}: {e}"))?;
     if written != declared {
         return Err(format!("{name}: {written} of its {declared} bytes"));
     }

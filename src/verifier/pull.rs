@@ -16,7 +16,7 @@ use super::layout::Nt;
 use super::log::{self, index_by_address, Log};
 use super::model::{
     Allocation, DriverCounters, DriverReport, Frame, LeakReport, LogRecord, LogSummary,
-    TargetSummary, SCHEMA_VERSION,
+    SkippedSymbols, TargetSummary, SCHEMA_VERSION,
 };
 use super::{selfcheck, stats, trackers};
 
@@ -315,7 +315,7 @@ pub async fn pull_with<M: Memory>(
     if whole_ring {
         cache.log = log;
     }
-    let space = address_space(&ctx.modules.modules, &reports, symbols).await;
+    let (space, symbols_skipped) = address_space(&ctx.modules.modules, &reports, symbols).await;
     symbolize(&mut reports, &space);
 
     Ok(LeakReport {
@@ -334,6 +334,7 @@ pub async fn pull_with<M: Memory>(
             .into_iter()
             .chain(ctx.modules.problem.clone())
             .collect(),
+        symbols_skipped,
     })
 }
 
@@ -386,12 +387,13 @@ fn frame(address: u64) -> Frame {
     }
 }
 
-/// Loads the PDB of every module that a caller or frame falls in (the others are not needed).
+/// Loads the PDB of every module that a caller or frame falls in (the others are not needed);
+/// says which could not be loaded and why.
 async fn address_space(
     modules: &[Module],
     reports: &[DriverReport],
     symbols: &Arc<Symbols>,
-) -> AddressSpace {
+) -> (AddressSpace, Vec<SkippedSymbols>) {
     let mut wanted = vec![false; modules.len()];
     let addresses = reports.iter().flat_map(|d| {
         d.allocations.iter().flat_map(|a| {
@@ -413,12 +415,18 @@ async fn address_space(
         }
     }
     let mut space = AddressSpace::new();
+    let mut skipped = Vec::new();
     for (module, wanted) in modules.iter().zip(wanted) {
         let pdb = match (&module.pdb, wanted) {
             (Some(rsds), true) => match load_pdb(symbols, rsds.clone()).await {
                 Ok(pdb) => Some(pdb),
                 Err(error) => {
-                    warn!(module = %module.name, %error, "no symbols; frames show module+offset");
+                    warn!(module = %module.name.escape_debug(), %error, "no symbols; frames show module+offset");
+                    skipped.push(SkippedSymbols {
+                        module: module.name.clone(),
+                        pdb: rsds.path.clone(),
+                        reason: error.to_string(),
+                    });
                     None
                 }
             },
@@ -431,7 +439,7 @@ async fn address_space(
             pdb.as_deref(),
         );
     }
-    space
+    (space, skipped)
 }
 
 fn symbolize(reports: &mut [DriverReport], space: &AddressSpace) {

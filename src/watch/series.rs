@@ -443,6 +443,7 @@ mod tests {
             sites: Vec::new(),
             complete: true,
             incomplete_reasons: Vec::new(),
+            symbols_skipped: Vec::new(),
         }
     }
 
