@@ -356,6 +356,10 @@ struct SymbolArgs {
     /// Seconds to wait for a symbol server to connect and answer.
     #[arg(long, value_name = "SECS", default_value_t = 30.0)]
     symbol_timeout: f64,
+    /// Largest PDB (or CAB, or the PDB a CAB expands to) taken from a symbol server or store
+    /// into the cache, in MiB.
+    #[arg(long, value_name = "MIB", default_value_t = kdleak::symbols::resolver::DEFAULT_MAX_DOWNLOAD >> 20)]
+    symbol_max_download: u64,
 }
 
 impl SymbolArgs {
@@ -364,6 +368,7 @@ impl SymbolArgs {
         opts.offline = self.offline;
         opts.force = self.force_symbols;
         opts.timeout = Duration::from_secs_f64(self.symbol_timeout.max(0.0));
+        opts.max_download = self.symbol_max_download.saturating_mul(1 << 20);
         Ok(opts)
     }
 }

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use super::error::Result;
+use super::error::{Result, SymbolError};
 use super::store::TempFile;
 
 /// Redirects followed for one request (WinDbg's symsrv follows a few; a loop ends here).
@@ -135,7 +135,7 @@ impl Http {
             .and_then(|v| v.parse::<u64>().ok());
         if let Some(length) = length.filter(|&l| l > limit) {
             return Ok(Fetched::Failed(format!(
-                "{length} bytes, more than the limit of {limit} (--symbol-max-download)"
+                "{length} bytes, more than the limit of {limit} (--symbol-max-download, in MiB)"
             )));
         }
         let bar = if self.progress && std::io::stderr().is_terminal() {
@@ -162,13 +162,17 @@ impl Http {
         bar.finish_and_clear();
         let total = match received {
             Ok(total) => total,
-            Err(e) => {
-                let reason = match std::error::Error::source(&e) {
-                    Some(source) => source.to_string(),
-                    None => e.to_string(),
+            Err(SymbolError::Io { source, .. }) => {
+                let reason = match source
+                    .get_ref()
+                    .and_then(|e| e.downcast_ref::<ureq::Error>())
+                {
+                    Some(e) => describe(e),
+                    None => source.to_string(),
                 };
                 return Ok(Fetched::Failed(format!("download failed: {reason}")));
             }
+            Err(other) => return Err(other),
         };
         if let Some(expected) = length.filter(|&l| l != total) {
             return Ok(Fetched::Failed(format!(
@@ -182,6 +186,9 @@ impl Http {
 /// A transport error in words that say what to check.
 fn describe(error: &ureq::Error) -> String {
     match error {
+        ureq::Error::Timeout(ureq::Timeout::Global) => {
+            "timed out: the whole transfer took longer than the transfer timeout".into()
+        }
         ureq::Error::Timeout(what) => format!("timed out ({what})"),
         ureq::Error::TooManyRedirects => {
             format!("more than {MAX_REDIRECTS} redirects (a redirect loop?)")

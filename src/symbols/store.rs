@@ -223,7 +223,7 @@ impl TempFile {
             return Err(SymbolError::io(
                 &self.path,
                 std::io::Error::other(format!(
-                    "{what} is larger than the limit of {limit} bytes (--symbol-max-download)"
+                    "{what} is larger than the limit of {limit} bytes (--symbol-max-download, in MiB)"
                 )),
             ));
         }
@@ -357,7 +357,7 @@ pub fn expand_cab_into<R: Read + std::io::Seek>(
         .ok_or("the cabinet holds no file")?;
     if declared > limit {
         return Err(format!(
-            "{name} declares {declared} bytes, more than the limit of {limit} (--symbol-max-download)"
+            "{name} declares {declared} bytes, more than the limit of {limit} (--symbol-max-download, in MiB)"
         ));
     }
     let reader = cabinet
