@@ -20,6 +20,8 @@ pub enum Reply {
         body: Vec<u8>,
         every: Duration,
     },
+    /// Another reply, after a pause.
+    Delayed(Box<Reply>, Duration),
 }
 
 pub struct Server {
@@ -115,7 +117,11 @@ fn answer<S: Read + Write>(stream: S, handler: &Handler, log: &Mutex<Vec<String>
     }
     let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
     log.lock().unwrap().push(path.clone());
-    let reply = handler(&path);
+    let mut reply = handler(&path);
+    while let Reply::Delayed(inner, pause) = reply {
+        std::thread::sleep(pause);
+        reply = *inner;
+    }
     let stream = reader.get_mut();
     let _ = match reply {
         Reply::File(body) => {
@@ -138,6 +144,7 @@ fn answer<S: Read + Write>(stream: S, handler: &Handler, log: &Mutex<Vec<String>
             }
             result
         }
+        Reply::Delayed(..) => unreachable!("unwrapped above"),
     };
     let _ = stream.flush();
 }
@@ -170,8 +177,10 @@ pub fn test_pki(names: &[&str]) -> TestPki {
     let ca_key = KeyPair::generate().unwrap();
     let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(rcgen::DnType::CommonName, "kdleak test CA");
+    ca.distinguished_name.push(
+        rcgen::DnType::CommonName,
+        format!("kdleak test CA for {}", names.join(" ")),
+    );
     let ca_cert = ca.self_signed(&ca_key).unwrap();
     let key = KeyPair::generate().unwrap();
     let params =
