@@ -288,3 +288,20 @@ fn a_panic_in_the_reader_becomes_an_error_naming_the_file() {
         "{text}"
     );
 }
+
+#[test]
+fn dbi_substream_sizes_that_overflow_are_refused() {
+    // Found by the pdb_parse fuzz target: pdb2 adds the DBI header's substream sizes as u32s.
+    let dir = tempfile::tempdir().unwrap();
+    let mut dbi = vec![0u8; 64];
+    dbi[0..4].copy_from_slice(&(-1i32).to_le_bytes());
+    dbi[4..8].copy_from_slice(&19990903u32.to_le_bytes());
+    for at in [24, 28] {
+        dbi[at..at + 4].copy_from_slice(&0x7fff_fff0i32.to_le_bytes());
+    }
+    let file = build(&[Some(&[]), Some(&[0u8; 64]), None, Some(&dbi)]);
+    let path = write(dir.path(), "dbi.pdb", &file);
+    let err = Pdb::open(&path).unwrap_err();
+    names_the_file(&err, &path);
+    assert!(err.to_string().contains("DBI header"), "{err}");
+}

@@ -41,11 +41,49 @@ where
     source
         .seek(std::io::SeekFrom::Start(0))
         .map_err(|e| SymbolError::io(path, e))?;
-    pdb2::PDB::open(source).map_err(|source| SymbolError::Pdb {
+    let mut pdb = pdb2::PDB::open(source).map_err(|source| SymbolError::Pdb {
         pdb: path.to_path_buf(),
         what: "the MSF container",
         source,
-    })
+    })?;
+    if let Ok(Some(dbi)) = pdb.raw_stream(pdb2::StreamIndex(DBI_STREAM)) {
+        check_dbi_header(&dbi).map_err(malformed)?;
+    }
+    Ok(pdb)
+}
+
+/// The DBI stream's number in the MSF (llvm.org/docs/PDB/DbiStream.html).
+const DBI_STREAM: u16 = 3;
+/// The DBI header's length (`DbiStreamHeader`, llvm.org/docs/PDB/DbiStream.html).
+const DBI_HEADER_LEN: usize = 64;
+
+/// The DBI header's substream sizes (module info, section contributions, section map, source
+/// info, type server map, optional debug header, EC) must be non-negative and fit the stream:
+/// `pdb2` adds them as `u32`s to find the optional debug header, which overflows otherwise.
+fn check_dbi_header(dbi: &[u8]) -> std::result::Result<(), String> {
+    if dbi.len() < DBI_HEADER_LEN {
+        return Ok(()); // pdb2 reads an old or empty header itself, with bounds checks
+    }
+    let size = |at: usize| i32::from_le_bytes([dbi[at], dbi[at + 1], dbi[at + 2], dbi[at + 3]]);
+    // ModInfoSize @24, SectionContributionSize @28, SectionMapSize @32, SourceInfoSize @36,
+    // TypeServerMapSize @40, OptionalDbgHeaderSize @48, ECSubstreamSize @52.
+    let mut total = DBI_HEADER_LEN as u64;
+    for at in [24, 28, 32, 36, 40, 48, 52] {
+        let n = size(at);
+        if n < 0 {
+            return Err(format!(
+                "the DBI header gives a substream a negative size ({n})"
+            ));
+        }
+        total += n as u64;
+    }
+    if total > dbi.len() as u64 {
+        return Err(format!(
+            "the DBI header's substreams add up to {total} bytes, the stream has {}",
+            dbi.len()
+        ));
+    }
+    Ok(())
 }
 
 /// Runs one step of reading the PDB at `path`, turning a panic of the PDB reader into an error
