@@ -305,3 +305,29 @@ fn dbi_substream_sizes_that_overflow_are_refused() {
     names_the_file(&err, &path);
     assert!(err.to_string().contains("DBI header"), "{err}");
 }
+
+#[test]
+fn pointer_attributes_pdb2_does_not_know_are_an_error_not_a_panic() {
+    // Found by the pdb_parse fuzz target: pdb2 0.11 panics (`unreachable!`, release build too)
+    // on a pointer mode above 4 or a pointer kind above 0x0c.
+    let dir = tempfile::tempdir().unwrap();
+    for attr in [(5u32 << 5) | 0x0c, 0x1f, (8 << 13) | (7 << 5) | 0x0c] {
+        let mut pointer = 0x22u32.to_le_bytes().to_vec();
+        pointer.extend(attr.to_le_bytes());
+        let records = [
+            type_record(LF_POINTER, &pointer),
+            field_list(&[member("p", 0x1000, 0), member("q", 0x22, 8)]),
+            structure("_P", 16, 0x1001, false),
+        ]
+        .concat();
+        let path = write(
+            dir.path(),
+            "pointer.pdb",
+            &pdb_with_types(GUID, 1, &records, None),
+        );
+        let pdb = Pdb::open(&path).unwrap();
+        assert_eq!(pdb.offset("_P", "q").unwrap(), 8);
+        let p = pdb.field("_P", "p").unwrap();
+        assert_eq!(p.size, 0, "{attr:#x}: {p:?}");
+    }
+}

@@ -469,6 +469,20 @@ const LAYOUT_KINDS: [u16; 21] = [
     0x1505, 0x1506, 0x1507, 0x1516, 0x1519, 0x1608, 0x1609, 0x160a, 0x160b,
 ];
 
+const LF_POINTER: u16 = 0x1002;
+
+/// Whether an `LF_POINTER` record's attributes (`lfPointer.attr`, after the kind and the pointee
+/// type) hold a pointer kind (`CV_ptrtype_e`, 0..=0x0c) and mode (`CV_ptrmode_e`, 0..=4) cvinfo.h
+/// defines: `pdb2` 0.11 reaches `unreachable!()` on any other, in its release build too (found by
+/// the `pdb_parse` fuzz target).
+fn pointer_attributes_known(record: &[u8]) -> bool {
+    let Some(attr) = record.get(6..10) else {
+        return true; // too short: pdb2 returns an error itself
+    };
+    let attr = u32::from_le_bytes([attr[0], attr[1], attr[2], attr[3]]);
+    attr & 0x1f <= 0x0c && (attr >> 5) & 0x7 <= 4
+}
+
 /// The records of a type stream as bytes (kind first), in the order pdb2's iterator gives them:
 /// a `u16` length, then that many bytes (llvm.org/docs/PDB/TpiStream.html).
 struct RawRecords<'a> {
@@ -560,6 +574,9 @@ impl TypeTable {
                     },
                     Err(reason) => Leaf::Malformed(reason),
                 },
+                LF_POINTER if !pointer_attributes_known(bytes) => {
+                    Leaf::Malformed("pointer attributes of an unknown kind or mode".into())
+                }
                 kind if LAYOUT_KINDS.contains(&kind) => match ty.parse() {
                     Ok(data) => convert(data),
                     Err(e) => Leaf::Malformed(e.to_string()),
