@@ -171,6 +171,8 @@ pub fn synthetic_image(guid: [u8; 16], age: u32, pdb_path: &str) -> Vec<u8> {
     img[dir_rva + 0xC..dir_rva + 0x10].copy_from_slice(&IMAGE_DEBUG_TYPE_CODEVIEW.to_le_bytes());
     img[dir_rva + 0x10..dir_rva + 0x14].copy_from_slice(&(cv.len() as u32).to_le_bytes());
     img[dir_rva + 0x14..dir_rva + 0x18].copy_from_slice(&(cv_rva as u32).to_le_bytes());
+    // A long name makes a longer image.
+    img.resize(img.len().max(cv_rva + cv.len()), 0);
     img[cv_rva..cv_rva + cv.len()].copy_from_slice(&cv);
     img
 }

@@ -335,13 +335,29 @@ pub fn expand_cab(cab: &Path, dest: &Path, limit: u64) -> Result<TempFile> {
 /// refused when it declares more than `limit` bytes, never more than it declares, and an error
 /// when it holds fewer. Returns the bytes written. The whole of what a `.pd_` from a symbol
 /// server gets to do; fuzzed (`cab_expand`).
-pub fn expand_cab_into<R: Read + std::io::Seek>(
+pub fn expand_cab_into<R: Read>(
     input: R,
     wanted: &str,
     limit: u64,
     out: &mut dyn Write,
 ) -> std::result::Result<u64, String> {
-    let mut cabinet = cab::Cabinet::new(input).map_err(|e| e.to_string())?;
+    // The cab crate indexes past its block list when a file claims data beyond its folder's
+    // (found by the cab_expand fuzz target): the layout is checked here first.
+    let input = input;
+    let mut bytes = Vec::new();
+    input
+        .take(limit.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > limit {
+        return Err(format!(
+            "the cabinet is larger than the limit of {limit} bytes (--symbol-max-download, in MiB)"
+        ));
+    }
+    if let Some(problem) = cab_layout_problem(&bytes) {
+        return Err(problem);
+    }
+    let mut cabinet = cab::Cabinet::new(std::io::Cursor::new(bytes)).map_err(|e| e.to_string())?;
     let entries: Vec<(String, u64)> = cabinet
         .folder_entries()
         .flat_map(|f| {
@@ -369,6 +385,83 @@ pub fn expand_cab_into<R: Read + std::io::Seek>(
         return Err(format!("{name}: {written} of its {declared} bytes"));
     }
     Ok(written)
+}
+
+/// What is wrong with a cabinet's layout that the cab crate would not survive: every file must
+/// lie within the data its folder's blocks hold, and every block within the file. A single
+/// cabinet only (no set). Layout: `CFHEADER`, `CFFOLDER`, `CFFILE`, `CFDATA` of the Microsoft
+/// Cabinet Format (learn.microsoft.com/previous-versions/bb417343(v=msdn.10)). Shapes the crate
+/// refuses itself (a bad signature, a short header) are left to it.
+fn cab_layout_problem(b: &[u8]) -> Option<String> {
+    let u16_at = |at: usize| {
+        b.get(at..at + 2)
+            .map(|x| u64::from(u16::from_le_bytes([x[0], x[1]])))
+    };
+    let u32_at = |at: usize| {
+        b.get(at..at + 4)
+            .map(|x| u64::from(u32::from_le_bytes([x[0], x[1], x[2], x[3]])))
+    };
+    let truncated = || Some("the cabinet is truncated".to_string());
+    if b.len() < 36 || &b[..4] != b"MSCF" {
+        return None;
+    }
+    let flags = u16_at(30)?;
+    if flags & 3 != 0 {
+        return Some("a cabinet spanning several files is not a .pd_".into());
+    }
+    let (mut at, mut folder_reserve, mut data_reserve) = (36usize, 0usize, 0usize);
+    if flags & 4 != 0 {
+        let Some(header_reserve) = u16_at(36) else {
+            return truncated();
+        };
+        folder_reserve = usize::from(*b.get(38)?);
+        data_reserve = usize::from(*b.get(39)?);
+        at = 40 + header_reserve as usize;
+    }
+    let (folders, files, files_at) = (u16_at(26)?, u16_at(28)?, u32_at(16)?);
+    let mut folder_sizes = Vec::new();
+    for _ in 0..folders {
+        let (Some(start), Some(blocks)) = (u32_at(at), u16_at(at + 4)) else {
+            return truncated();
+        };
+        at += 8 + folder_reserve;
+        let (mut p, mut total) = (start as usize, 0u64);
+        for _ in 0..blocks {
+            let (Some(data), Some(uncompressed)) = (u16_at(p + 4), u16_at(p + 6)) else {
+                return truncated();
+            };
+            total += uncompressed;
+            p += 8 + data_reserve + data as usize;
+            if p > b.len() {
+                return Some("a data block runs past the end of the cabinet".into());
+            }
+        }
+        folder_sizes.push(total);
+    }
+    let mut at = files_at as usize;
+    for _ in 0..files {
+        let (Some(size), Some(offset), Some(folder)) = (u32_at(at), u32_at(at + 4), u16_at(at + 8))
+        else {
+            return truncated();
+        };
+        let Some(&held) = folder_sizes.get(folder as usize) else {
+            return Some(format!(
+                "a file names folder {folder:#x}, the cabinet has {folders}"
+            ));
+        };
+        if offset + size > held {
+            return Some(format!(
+                "a file claims bytes {offset}..{} of a folder that holds {held}",
+                offset + size
+            ));
+        }
+        let name = b.get(at + 16..)?;
+        let Some(nul) = name.iter().position(|&c| c == 0) else {
+            return truncated();
+        };
+        at += 16 + nul + 1;
+    }
+    None
 }
 
 /// An exclusive lock on a key directory (`flock` on the directory itself, so nothing is left in
