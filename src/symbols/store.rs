@@ -343,7 +343,6 @@ pub fn expand_cab_into<R: Read>(
 ) -> std::result::Result<u64, String> {
     // The cab crate indexes past its block list when a file claims data beyond its folder's
     // (found by the cab_expand fuzz target): the layout is checked here first.
-    let input = input;
     let mut bytes = Vec::new();
     input
         .take(limit.saturating_add(1))
