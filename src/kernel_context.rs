@@ -464,7 +464,7 @@ fn target_data(what: &str, error: KernelError) -> Error {
 /// large files or download from a symbol server.
 pub async fn load_symbols(symbols: &Arc<Symbols>, rsds: PdbInfo) -> session::Result<ModuleSymbols> {
     let symbols = Arc::clone(symbols);
-    let name = rsds.file_name().to_string();
+    let name = crate::symbols::safe_name::printable(rsds.file_name(), 64);
     tokio::task::spawn_blocking(move || symbols.load_module(&rsds))
         .await
         .map_err(|e| Error::TargetData(format!("loading {name} failed: {e}")))?

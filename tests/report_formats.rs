@@ -203,6 +203,7 @@ fn seed_report() -> LeakReport {
         sites: Vec::new(),
         complete: true,
         incomplete_reasons: Vec::new(),
+        symbols_skipped: Vec::new(),
     };
     report.sites = report::sites(&report, GroupBy::Caller);
     report

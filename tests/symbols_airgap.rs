@@ -422,12 +422,12 @@ fn the_manifest_route_through_a_loopback_symbol_server_then_offline() {
     );
 
     // 3. Fetched on the connected side: the kernel is there already, myfault is downloaded.
-    let requests = server.requests.load(std::sync::atomic::Ordering::SeqCst);
+    let requests = server.requests();
     let out = fetch(&second);
     let stderr = ok(&out);
     assert!(stderr.contains("2 of 2 PDBs in the store"), "{stderr}");
     assert_eq!(
-        server.requests.load(std::sync::atomic::Ordering::SeqCst),
+        server.requests(),
         requests + 1,
         "only myfault.pdb is downloaded"
     );

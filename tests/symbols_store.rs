@@ -4,7 +4,6 @@
 //! `file.ptr`, plain directories, and GUID/age mismatches.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,6 +39,7 @@ fn options(sympath: &str, cache: &Path) -> SymbolOptions {
         timeout: Duration::from_secs(5),
         transfer_timeout: Duration::from_secs(30),
         progress: false,
+        max_download: kdleak::symbols::resolver::DEFAULT_MAX_DOWNLOAD,
         cache_dir: cache.to_path_buf(),
         isf: Vec::new(),
     }
@@ -85,7 +85,7 @@ fn http_server_plain_pdb_lands_in_the_cache_and_is_not_fetched_again() {
     let pdb = symbols.load(&rsds()).unwrap();
     check_showsseconfig(&pdb);
     assert_eq!(symbols.http_requests(), 1);
-    assert_eq!(server.requests.load(Ordering::SeqCst), 1);
+    assert_eq!(server.requests(), 1);
     assert_eq!(
         server.paths.lock().unwrap()[0],
         format!("/ShowSSEConfig.pdb/{KEY}/ShowSSEConfig.pdb")
@@ -104,7 +104,7 @@ fn http_server_plain_pdb_lands_in_the_cache_and_is_not_fetched_again() {
     let fresh = Symbols::new(options(&sympath, cache.path()));
     check_showsseconfig(&fresh.load(&rsds()).unwrap());
     assert_eq!(fresh.http_requests(), 0);
-    assert_eq!(server.requests.load(Ordering::SeqCst), 1);
+    assert_eq!(server.requests(), 1);
 }
 
 #[test]
@@ -143,7 +143,7 @@ fn http_server_cab_is_expanded_into_the_cache() {
     let fresh = Symbols::new(options(&sympath, Path::new("/nonexistent-default")));
     fresh.load(&rsds()).unwrap();
     assert_eq!(fresh.http_requests(), 0);
-    assert_eq!(server.requests.load(Ordering::SeqCst), 2);
+    assert_eq!(server.requests(), 2);
 }
 
 #[test]
@@ -162,7 +162,7 @@ fn offline_makes_no_request() {
     assert!(matches!(err, SymbolError::NotFound { .. }), "{err}");
     assert!(err.to_string().contains("offline"), "{err}");
     assert_eq!(err.exit_code(), 4);
-    assert_eq!(server.requests.load(Ordering::SeqCst), 0);
+    assert_eq!(server.requests(), 0);
 }
 
 #[test]
@@ -183,11 +183,7 @@ fn missing_everywhere_names_what_was_tried() {
         msg.contains("ShowSSEConfig.pdb") && msg.contains(KEY) && msg.contains("404"),
         "{msg}"
     );
-    assert_eq!(
-        server.requests.load(Ordering::SeqCst),
-        3,
-        "pdb, pd_, file.ptr"
-    );
+    assert_eq!(server.requests(), 3, "pdb, pd_, file.ptr");
 }
 
 #[test]
@@ -321,15 +317,15 @@ fn the_no_network_probe_asks_no_server_and_finds_what_is_cached() {
     let symbols = Symbols::new(options(&sympath, cache.path()));
     // Only the server has it: the probe says so without asking it.
     assert!(symbols.load_without_network(&rsds()).unwrap().is_none());
-    assert_eq!(server.requests.load(Ordering::SeqCst), 0);
+    assert_eq!(server.requests(), 0);
     let downloaded = symbols.load(&rsds()).unwrap();
-    assert_eq!(server.requests.load(Ordering::SeqCst), 1);
+    assert_eq!(server.requests(), 1);
     // The same loader has it parsed; a new one finds the cached file; neither asks the server.
     let again = symbols.load_without_network(&rsds()).unwrap().unwrap();
     assert!(Arc::ptr_eq(&downloaded, &again));
     let fresh = Symbols::new(options(&sympath, cache.path()));
     check_showsseconfig(&fresh.load_without_network(&rsds()).unwrap().unwrap());
-    assert_eq!(server.requests.load(Ordering::SeqCst), 1);
+    assert_eq!(server.requests(), 1);
     // Without a server on the path, the probe is the search itself: a missing PDB is an error.
     let local = Symbols::new(options(
         &tempfile::tempdir().unwrap().path().display().to_string(),

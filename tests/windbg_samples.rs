@@ -265,6 +265,7 @@ fn report(build: u32, level: u64, statistics: BTreeMap<String, u64>) -> LeakRepo
         sites: Vec::new(),
         complete: true,
         incomplete_reasons: Vec::new(),
+        symbols_skipped: Vec::new(),
     }
 }
 

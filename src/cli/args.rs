@@ -64,6 +64,10 @@ pub struct SymbolArgs {
     /// directories).
     #[arg(long, value_name = "DIR|ZIP")]
     pub isf: Vec<PathBuf>,
+    /// Largest PDB (or CAB, or the PDB a CAB expands to) taken from a symbol server or store
+    /// into the cache, in MiB.
+    #[arg(long, value_name = "MIB", default_value_t = kdleak::symbols::resolver::DEFAULT_MAX_DOWNLOAD >> 20)]
+    pub symbol_max_download: u64,
 }
 
 impl SymbolArgs {
@@ -72,6 +76,7 @@ impl SymbolArgs {
         opts.offline = self.offline;
         opts.force = self.force_symbols;
         opts.timeout = Duration::from_secs_f64(self.symbol_timeout.max(0.0));
+        opts.max_download = self.symbol_max_download.saturating_mul(1 << 20);
         for pack in &self.isf {
             anyhow::ensure!(
                 pack.is_dir() || pack.is_file(),

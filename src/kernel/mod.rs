@@ -113,7 +113,21 @@ pub async fn read_utf16<M: Memory>(
         .chunks_exact(2)
         .map(|c| u16::from_le_bytes([c[0], c[1]]))
         .collect();
-    Ok(String::from_utf16_lossy(&units))
+    Ok(escape_controls(&String::from_utf16_lossy(&units)))
+}
+
+/// A name from target memory never carries control characters to a terminal or a file: each is
+/// written as `<1b>` (no `\` or `/`, so the name splits as before).
+pub fn escape_controls(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            out.push_str(&format!("<{:02x}>", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 pub async fn read_u64<M: Memory>(mem: &mut M, address: u64, what: &str) -> Result<u64> {

@@ -58,9 +58,14 @@ impl PdbInfo {
         })
     }
 
-    /// The file name: the part after the last `\` or `/`.
+    /// The file name: the part after the last `\` or `/`, without a drive (`C:name.pdb` is
+    /// `name.pdb` relative to drive C's current directory, as Windows reads it).
     pub fn file_name(&self) -> &str {
-        self.path.rsplit(['\\', '/']).next().unwrap_or(&self.path)
+        let name = self.path.rsplit(['\\', '/']).next().unwrap_or(&self.path);
+        match name.as_bytes() {
+            [drive, b':', ..] if drive.is_ascii_alphabetic() => &name[2..],
+            _ => name,
+        }
     }
 
     /// The symbol-store directory name: GUID hex without dashes, then the age in hex.
@@ -166,6 +171,8 @@ pub fn synthetic_image(guid: [u8; 16], age: u32, pdb_path: &str) -> Vec<u8> {
     img[dir_rva + 0xC..dir_rva + 0x10].copy_from_slice(&IMAGE_DEBUG_TYPE_CODEVIEW.to_le_bytes());
     img[dir_rva + 0x10..dir_rva + 0x14].copy_from_slice(&(cv.len() as u32).to_le_bytes());
     img[dir_rva + 0x14..dir_rva + 0x18].copy_from_slice(&(cv_rva as u32).to_le_bytes());
+    // A long name makes a longer image.
+    img.resize(img.len().max(cv_rva + cv.len()), 0);
     img[cv_rva..cv_rva + cv.len()].copy_from_slice(&cv);
     img
 }
@@ -190,6 +197,11 @@ mod tests {
         assert_eq!(info.age, 0x1f);
         assert_eq!(info.path, "d:\\os\\obj\\amd64fre\\ntkrnlmp.pdb");
         assert_eq!(info.file_name(), "ntkrnlmp.pdb");
+        let drive_relative = PdbInfo {
+            path: "C:ntkrnlmp.pdb".into(),
+            ..info.clone()
+        };
+        assert_eq!(drive_relative.file_name(), "ntkrnlmp.pdb");
         assert_eq!(info.symstore_id(), "123456789ABCDEF001020304050607081F");
         assert!(PdbInfo::parse_rsds(b"NB10xxxxxxxxxxxxxxxxxxxxxxxx").is_none());
     }

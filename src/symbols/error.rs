@@ -13,6 +13,11 @@ pub enum SymbolError {
         #[source]
         source: pdb2::Error,
     },
+    #[error("{pdb}: not a usable PDB: {reason}")]
+    Malformed { pdb: PathBuf, reason: String },
+    /// `name` is already made printable (control characters escaped, cut short).
+    #[error("PDB name `{name}` (from the target's memory) refused: {reason}")]
+    UnsafeName { name: String, reason: String },
     #[error("{pdb}: no type `{type_name}`")]
     TypeNotFound { pdb: PathBuf, type_name: String },
     #[error("{pdb}: type `{type_name}` has no field `{field}`")]

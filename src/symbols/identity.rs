@@ -57,11 +57,15 @@ impl fmt::Display for PdbId {
 /// DBI stream (falling back to the PDB-stream age only when the DBI stream has none).
 pub fn read_pdb_id(path: &Path) -> Result<PdbId> {
     let file = std::fs::File::open(path).map_err(|e| SymbolError::io(path, e))?;
-    let mut pdb = pdb2::PDB::open(file).map_err(|source| SymbolError::Pdb {
-        pdb: path.to_path_buf(),
-        what: "the MSF container",
-        source,
-    })?;
+    super::pdbfile::contain(path, "the PDB identity", || read_id_from(path, file))
+}
+
+/// [`read_pdb_id`] from any seekable source; `path` names it (and gives the name).
+pub fn read_id_from<S>(path: &Path, source: S) -> Result<PdbId>
+where
+    S: std::io::Read + std::io::Seek + std::fmt::Debug + Send + 'static,
+{
+    let mut pdb = super::pdbfile::open_source(path, source)?;
     let info = pdb.pdb_information().map_err(|source| SymbolError::Pdb {
         pdb: path.to_path_buf(),
         what: "the PDB information stream",

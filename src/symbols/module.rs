@@ -178,6 +178,7 @@ impl super::Symbols {
         let pdb_error = match self.load_without_network(rsds) {
             Ok(Some(pdb)) => return Ok(Some(ModuleSymbols::Pdb(pdb))),
             Ok(None) => None,
+            Err(error @ SymbolError::UnsafeName { .. }) => return Err(error),
             Err(error) => Some(error),
         };
         match (self.load_table(&PdbId::from_rsds(rsds)), pdb_error) {
@@ -196,6 +197,8 @@ impl super::Symbols {
     fn load_module_uncounted(&self, id: &PdbId) -> Result<ModuleSymbols> {
         let pdb_error = match self.load_id(id) {
             Ok(pdb) => return Ok(ModuleSymbols::Pdb(pdb)),
+            // A name refused as a path is refused as a pack's path too: that is the news.
+            Err(error @ SymbolError::UnsafeName { .. }) => return Err(error),
             Err(error) => error,
         };
         match self.load_table(id) {
@@ -221,6 +224,13 @@ impl super::Symbols {
     /// The ISF table for `id` from the packs in [`super::SymbolOptions::isf`], checked
     /// against `id` (GUID and age, as a PDB is; `--force-symbols` accepts a mismatch).
     pub fn load_table(&self, id: &PdbId) -> Result<Arc<IsfSymbols>> {
+        // The name comes from target memory and becomes a path inside the packs.
+        if let Some(reason) = super::safe_name::problem(&id.name) {
+            return Err(SymbolError::UnsafeName {
+                name: super::safe_name::printable(&id.name, 64),
+                reason,
+            });
+        }
         let key = super::resolver::cache_key(id);
         if let Some(table) = self.tables.lock().expect("ISF cache lock").get(&key) {
             return Ok(table.clone());

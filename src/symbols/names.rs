@@ -14,6 +14,15 @@ use pdb2::{FallibleIterator, SymbolData};
 
 use super::error::{Result, SymbolError};
 
+/// The symbol kinds names come from, the only ones handed to `pdb2`'s parser (others, like
+/// S_CALLEES, make it reserve room for as many entries as a count claims): S_PUB32(_ST),
+/// S_LDATA32(_ST), S_GDATA32(_ST), S_LPROC32(_ST), S_GPROC32(_ST), S_LPROC32_ID, S_GPROC32_ID,
+/// S_LPROC32_DPC(_ID) (cvinfo.h `SYM_ENUM_e`).
+const NAME_KINDS: [u16; 14] = [
+    0x110e, 0x1009, 0x110c, 0x1007, 0x110d, 0x1008, 0x110f, 0x100a, 0x1110, 0x100b, 0x1146, 0x1147,
+    0x1155, 0x1156,
+];
+
 #[derive(Debug, Clone)]
 struct Proc {
     start: u32,
@@ -78,6 +87,9 @@ impl NameIndex {
         let globals = pdb.global_symbols().map_err(err("the globals stream"))?;
         let mut it = globals.iter();
         while let Some(sym) = it.next().map_err(err("a global symbol"))? {
+            if !NAME_KINDS.contains(&sym.raw_kind()) {
+                continue;
+            }
             match sym.parse() {
                 Ok(SymbolData::Public(p)) => {
                     let Some(rva) = p.offset.to_rva(&map) else {
@@ -113,6 +125,9 @@ impl NameIndex {
                 continue;
             };
             while let Ok(Some(sym)) = symbols.next() {
+                if !NAME_KINDS.contains(&sym.raw_kind()) {
+                    continue;
+                }
                 if let Ok(SymbolData::Procedure(p)) = sym.parse() {
                     let Some(rva) = p.offset.to_rva(&map) else {
                         continue;

@@ -21,10 +21,86 @@ pub struct Pdb {
 
 fn open(path: &Path) -> Result<pdb2::PDB<'static, std::fs::File>> {
     let file = std::fs::File::open(path).map_err(|e| SymbolError::io(path, e))?;
-    pdb2::PDB::open(file).map_err(|source| SymbolError::Pdb {
+    open_source(path, file)
+}
+
+/// Opens a PDB from `source` after checking its container ([`super::msf::check`]): from then
+/// on, nothing `pdb2` reads is larger than the file. `path` names it in errors.
+pub fn open_source<S>(path: &Path, mut source: S) -> Result<pdb2::PDB<'static, S>>
+where
+    S: std::io::Read + std::io::Seek + std::fmt::Debug + Send + 'static,
+{
+    let malformed = |reason: String| SymbolError::Malformed {
+        pdb: path.to_path_buf(),
+        reason,
+    };
+    let len = source
+        .seek(std::io::SeekFrom::End(0))
+        .map_err(|e| SymbolError::io(path, e))?;
+    super::msf::check(&mut source, len).map_err(malformed)?;
+    source
+        .seek(std::io::SeekFrom::Start(0))
+        .map_err(|e| SymbolError::io(path, e))?;
+    let mut pdb = pdb2::PDB::open(source).map_err(|source| SymbolError::Pdb {
         pdb: path.to_path_buf(),
         what: "the MSF container",
         source,
+    })?;
+    if let Ok(Some(dbi)) = pdb.raw_stream(pdb2::StreamIndex(DBI_STREAM)) {
+        check_dbi_header(&dbi).map_err(malformed)?;
+    }
+    Ok(pdb)
+}
+
+/// The DBI stream's number in the MSF (llvm.org/docs/PDB/DbiStream.html).
+const DBI_STREAM: u16 = 3;
+/// The DBI header's length (`DbiStreamHeader`, llvm.org/docs/PDB/DbiStream.html).
+const DBI_HEADER_LEN: usize = 64;
+
+/// The DBI header's substream sizes (module info, section contributions, section map, source
+/// info, type server map, optional debug header, EC) must be non-negative and fit the stream:
+/// `pdb2` adds them as `u32`s to find the optional debug header, which overflows otherwise.
+fn check_dbi_header(dbi: &[u8]) -> std::result::Result<(), String> {
+    if dbi.len() < DBI_HEADER_LEN {
+        return Ok(()); // pdb2 reads an old or empty header itself, with bounds checks
+    }
+    let size = |at: usize| i32::from_le_bytes([dbi[at], dbi[at + 1], dbi[at + 2], dbi[at + 3]]);
+    // ModInfoSize @24, SectionContributionSize @28, SectionMapSize @32, SourceInfoSize @36,
+    // TypeServerMapSize @40, OptionalDbgHeaderSize @48, ECSubstreamSize @52.
+    let mut total = DBI_HEADER_LEN as u64;
+    for at in [24, 28, 32, 36, 40, 48, 52] {
+        let n = size(at);
+        if n < 0 {
+            return Err(format!(
+                "the DBI header gives a substream a negative size ({n})"
+            ));
+        }
+        total += n as u64;
+    }
+    if total > dbi.len() as u64 {
+        return Err(format!(
+            "the DBI header's substreams add up to {total} bytes, the stream has {}",
+            dbi.len()
+        ));
+    }
+    Ok(())
+}
+
+/// Runs one step of reading the PDB at `path`, turning a panic of the PDB reader into an error
+/// that names the file. The last line of defence only: the container is checked first, the
+/// record kinds that `pdb2` mis-sizes are never handed to it, and field lists are parsed here.
+/// (A panic still prints its message on stderr through the panic hook.)
+pub fn contain<T>(path: &Path, what: &str, step: impl FnOnce() -> Result<T>) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(step)).unwrap_or_else(|panic| {
+        let message = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into());
+        Err(SymbolError::Malformed {
+            pdb: path.to_path_buf(),
+            reason: format!("the PDB reader failed on {what}: {message}"),
+        })
     })
 }
 
@@ -58,10 +134,11 @@ impl Pdb {
     /// The type table, read on first use.
     pub fn types(&self) -> Result<Arc<TypeTable>> {
         let built = self.types.get_or_init(|| {
-            open(&self.path)
-                .and_then(|mut pdb| TypeTable::read(&self.path, &mut pdb))
-                .map(Arc::new)
-                .map_err(|e| e.to_string())
+            contain(&self.path, "the type stream", || {
+                open(&self.path).and_then(|mut pdb| TypeTable::read(&self.path, &mut pdb))
+            })
+            .map(Arc::new)
+            .map_err(|e| e.to_string())
         });
         built.clone().map_err(|m| again(&self.path, &m))
     }
@@ -69,10 +146,11 @@ impl Pdb {
     /// The name/address index, built on first use.
     pub fn names(&self) -> Result<Arc<NameIndex>> {
         let built = self.names.get_or_init(|| {
-            open(&self.path)
-                .and_then(|mut pdb| NameIndex::read(&self.path, &mut pdb))
-                .map(Arc::new)
-                .map_err(|e| e.to_string())
+            contain(&self.path, "the symbols", || {
+                open(&self.path).and_then(|mut pdb| NameIndex::read(&self.path, &mut pdb))
+            })
+            .map(Arc::new)
+            .map_err(|e| e.to_string())
         });
         built.clone().map_err(|m| again(&self.path, &m))
     }

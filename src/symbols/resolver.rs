@@ -9,12 +9,18 @@ use std::time::Duration;
 
 use super::cache_dir::default_cache_dir;
 use super::error::{Result, SymbolError};
-use super::http::Http;
+use super::http::{Fetched, Http};
 use super::identity::{check, read_pdb_id, PdbId};
 use super::pdbfile::Pdb;
-use super::store::{self, Found};
+use super::safe_name;
+use super::store::{self, Found, TempFile};
 use super::sympath::{Element, SymbolPath, Upstream};
 use crate::kernel::PdbInfo;
+
+/// The default [`SymbolOptions::max_download`]: 1 GiB, many times the largest kernel PDB
+/// (Windows 11's ntkrnlmp.pdb is about 10 MB, its CAB smaller) and above the private PDBs of
+/// large drivers.
+pub const DEFAULT_MAX_DOWNLOAD: u64 = 1 << 30;
 
 /// How symbols are found.
 #[derive(Debug, Clone)]
@@ -30,6 +36,8 @@ pub struct SymbolOptions {
     pub transfer_timeout: Duration,
     /// Show a progress bar on a terminal while downloading.
     pub progress: bool,
+    /// Largest file downloaded, copied or expanded from a CAB into a cache, in bytes.
+    pub max_download: u64,
     /// Where compressed files from read-only stores are expanded and the default downstream
     /// store of `srv*URL`.
     pub cache_dir: PathBuf,
@@ -51,6 +59,7 @@ impl SymbolOptions {
             timeout: Duration::from_secs(30),
             transfer_timeout: Duration::from_secs(600),
             progress: true,
+            max_download: DEFAULT_MAX_DOWNLOAD,
             cache_dir,
             isf: super::isfpack::default_locations(),
         })
@@ -187,6 +196,13 @@ impl Symbols {
     }
 
     fn locate_with(&self, id: &PdbId, network: Network) -> Result<PathBuf> {
+        // The name comes from target memory and becomes cache paths and URLs.
+        if let Some(reason) = safe_name::problem(&id.name) {
+            return Err(SymbolError::UnsafeName {
+                name: safe_name::printable(&id.name, 64),
+                reason,
+            });
+        }
         let mut search = Search::default();
         for element in &self.opts.path.elements {
             let found = match element {
@@ -234,21 +250,74 @@ impl Symbols {
             }
             Err(e) => {
                 tracing::debug!(error = %e, "unreadable PDB candidate");
+                search.tried.push(format!("{} ({e})", path.display()));
                 None
             }
         }
     }
 
-    /// Turns a store hit into a usable file, expanding CABs into `expand_to` (a cache).
-    fn materialize(&self, found: Found, id: &PdbId, expand_to: &Path) -> Result<PathBuf> {
+    /// Persists `temp` (a download, an expanded CAB, a copy) as `dest` if it is the PDB `id`
+    /// asks for. Anything else is refused, recorded as what `origin` gave, and deleted: a
+    /// server that sends another build never puts it in the cache under the requested key.
+    fn verify_and_keep(
+        &self,
+        temp: TempFile,
+        dest: &Path,
+        id: &PdbId,
+        origin: &str,
+        search: &mut Search,
+    ) -> Result<Option<PathBuf>> {
+        match read_pdb_id(temp.path()) {
+            Ok(found) if found.same_build(id) => {
+                temp.persist(dest)?;
+                Ok(Some(dest.to_path_buf()))
+            }
+            Ok(found) => {
+                search.tried.push(format!(
+                    "{origin}: is {{{}}} age {}, not the requested build: refused, not cached",
+                    found.guid, found.age
+                ));
+                Ok(None)
+            }
+            Err(e) => {
+                let reason = match &e {
+                    SymbolError::Malformed { reason, .. } => reason.clone(),
+                    other => other.to_string(),
+                };
+                search
+                    .tried
+                    .push(format!("{origin}: not a usable PDB ({reason}): not cached"));
+                Ok(None)
+            }
+        }
+    }
+
+    /// Turns a store hit into a usable file, expanding CABs into `expand_to` (a cache) after
+    /// checking what they hold.
+    fn materialize(
+        &self,
+        found: Found,
+        id: &PdbId,
+        expand_to: &Path,
+        search: &mut Search,
+    ) -> Result<Option<PathBuf>> {
         match found {
-            Found::File(p) => Ok(p),
+            Found::File(p) => Ok(self.accept(&p, id, search)),
             Found::Compressed(cab) => {
                 let dest = store::cache_path(expand_to, id);
-                if !dest.is_file() {
-                    store::expand_cab(&cab, &dest)?;
+                if dest.is_file() {
+                    return Ok(self.accept(&dest, id, search));
                 }
-                Ok(dest)
+                match store::expand_cab(&cab, &dest, self.opts.max_download) {
+                    Ok(temp) => {
+                        let origin = cab.display().to_string();
+                        self.verify_and_keep(temp, &dest, id, &origin, search)
+                    }
+                    Err(e) => {
+                        search.tried.push(e.to_string());
+                        Ok(None)
+                    }
+                }
             }
         }
     }
@@ -259,8 +328,7 @@ impl Symbols {
             search.tried.push(format!("{} (nothing)", dir.display()));
         }
         for hit in hits {
-            let path = self.materialize(hit, id, &self.opts.cache_dir)?;
-            if let Some(p) = self.accept(&path, id, search) {
+            if let Some(p) = self.materialize(hit, id, &self.opts.cache_dir, search)? {
                 return Ok(Some(p));
             }
         }
@@ -272,7 +340,7 @@ impl Symbols {
         let mut first = None;
         for ds in downstream {
             let dest = store::cache_path(ds, id);
-            store::install_copy(src, &dest)?;
+            store::install_copy(src, &dest, self.opts.max_download)?;
             first.get_or_insert(dest);
         }
         Ok(first.unwrap_or_else(|| src.to_path_buf()))
@@ -290,8 +358,7 @@ impl Symbols {
         for (i, ds) in downstream.iter().enumerate() {
             match store::probe_store(ds, id) {
                 Some(hit) => {
-                    let path = self.materialize(hit, id, ds)?;
-                    if let Some(p) = self.accept(&path, id, search) {
+                    if let Some(p) = self.materialize(hit, id, ds, search)? {
                         return self
                             .fill(&p, &downstream[..i], id)
                             .map(|first| Some(if i == 0 { p } else { first }));
@@ -312,8 +379,7 @@ impl Symbols {
                     ));
                     return Ok(None);
                 };
-                let path = self.materialize(hit, id, &expand_to)?;
-                match self.accept(&path, id, search) {
+                match self.materialize(hit, id, &expand_to, search)? {
                     Some(p) => self.fill(&p, downstream, id).map(Some),
                     None => Ok(None),
                 }
@@ -326,18 +392,15 @@ impl Symbols {
                 let Some(path) = self.download(base, id, &expand_to, search)? else {
                     return Ok(None);
                 };
-                match self.accept(&path, id, search) {
-                    Some(p) => self
-                        .fill(&p, &downstream[1.min(downstream.len())..], id)
-                        .map(|_| Some(p)),
-                    None => Ok(None),
-                }
+                self.fill(&path, &downstream[1.min(downstream.len())..], id)
+                    .map(|_| Some(path))
             }
         }
     }
 
-    /// Tries `name`, then `name.pd_`, then `file.ptr` under `base/name/KEY/`; stores the result
-    /// (expanded) as `cache/name/KEY/name`.
+    /// Tries `name`, then `name.pd_`, then `file.ptr` under `base/name/KEY/` (WinDbg's order);
+    /// stores what matches (expanded) as `cache/name/KEY/name`. Processes sharing the cache take
+    /// turns per key directory, so a PDB is fetched once and the others find it.
     fn download(
         &self,
         base: &str,
@@ -346,37 +409,93 @@ impl Symbols {
         search: &mut Search,
     ) -> Result<Option<PathBuf>> {
         let dest = store::cache_path(cache, id);
-        let dir_url = format!("{base}/{}/{}", id.name, id.store_key());
-        let http = self.http();
-        let url = format!("{dir_url}/{}", id.name);
-        if http.fetch(&url, &dest)? {
-            return Ok(Some(dest));
-        }
-        search.tried.push(format!("{url} (404)"));
-        let packed_name = store::compressed_name(&id.name);
-        let url = format!("{dir_url}/{packed_name}");
-        let packed = dest.with_file_name(&packed_name);
-        if http.fetch(&url, &packed)? {
-            let expanded = store::expand_cab(&packed, &dest);
-            let _ = std::fs::remove_file(&packed);
-            expanded?;
-            return Ok(Some(dest));
-        }
-        search.tried.push(format!("{url} (404)"));
-        let url = format!("{dir_url}/file.ptr");
-        let ptr = dest.with_file_name("file.ptr");
-        if http.fetch(&url, &ptr)? {
-            let target = store::probe_key_dir(ptr.parent().unwrap_or(cache), &id.name);
-            let _ = std::fs::remove_file(&ptr);
-            if let Some(hit) = target {
-                let path = self.materialize(hit, id, cache)?;
-                if path != dest {
-                    store::install_copy(&path, &dest)?;
-                }
-                return Ok(Some(dest));
+        let key_dir = dest.parent().unwrap_or(cache).to_path_buf();
+        std::fs::create_dir_all(&key_dir).map_err(|e| SymbolError::io(&key_dir, e))?;
+        let _turn = store::KeyLock::acquire(&key_dir, self.opts.transfer_timeout);
+        if dest.is_file() {
+            // Another process fetched it while this one waited.
+            if let Some(p) = self.accept(&dest, id, search) {
+                return Ok(Some(p));
             }
         }
-        search.tried.push(format!("{url} (404)"));
-        Ok(None)
+        let dir_url = format!(
+            "{base}/{}/{}",
+            safe_name::url_segment(&id.name),
+            safe_name::url_segment(&id.store_key())
+        );
+        let http = self.http();
+        let limit = self.opts.max_download;
+        let url = format!("{dir_url}/{}", safe_name::url_segment(&id.name));
+        match http.fetch(&url, &dest, limit)? {
+            Fetched::Body(temp) => return self.verify_and_keep(temp, &dest, id, &url, search),
+            Fetched::Failed(reason) => return Ok(self.failed(&url, reason, search)),
+            Fetched::Missing => search.tried.push(format!("{url} (404)")),
+        }
+        let packed_name = store::compressed_name(&id.name);
+        let url = format!("{dir_url}/{}", safe_name::url_segment(&packed_name));
+        match http.fetch(&url, &dest.with_file_name(&packed_name), limit)? {
+            Fetched::Body(packed) => {
+                return match store::expand_cab(packed.path(), &dest, limit) {
+                    Ok(temp) => self.verify_and_keep(temp, &dest, id, &url, search),
+                    Err(e) => {
+                        search.tried.push(format!("{url}: {e}"));
+                        Ok(None)
+                    }
+                }
+            }
+            Fetched::Failed(reason) => return Ok(self.failed(&url, reason, search)),
+            Fetched::Missing => search.tried.push(format!("{url} (404)")),
+        }
+        let url = format!("{dir_url}/file.ptr");
+        let pointer = match http.fetch(
+            &url,
+            &dest.with_file_name("file.ptr"),
+            store::MAX_POINTER_BYTES,
+        )? {
+            Fetched::Body(pointer) => pointer,
+            Fetched::Failed(reason) => return Ok(self.failed(&url, reason, search)),
+            Fetched::Missing => {
+                search.tried.push(format!("{url} (404)"));
+                return Ok(None);
+            }
+        };
+        let Some(target) = store::read_ptr(pointer.path()) else {
+            search.tried.push(format!("{url}: points nowhere"));
+            return Ok(None);
+        };
+        drop(pointer);
+        let hit = if target.is_dir() {
+            store::probe_key_dir(&target, &id.name)
+        } else {
+            target.is_file().then(|| store::classify(target.clone()))
+        };
+        let origin = format!("{url} -> {}", target.display());
+        match hit {
+            Some(Found::File(file)) => match store::copy_to_temp(&file, &dest, limit) {
+                Ok(temp) => self.verify_and_keep(temp, &dest, id, &origin, search),
+                Err(e) => {
+                    search.tried.push(format!("{origin}: {e}"));
+                    Ok(None)
+                }
+            },
+            Some(Found::Compressed(cab)) => match store::expand_cab(&cab, &dest, limit) {
+                Ok(temp) => self.verify_and_keep(temp, &dest, id, &origin, search),
+                Err(e) => {
+                    search.tried.push(format!("{origin}: {e}"));
+                    Ok(None)
+                }
+            },
+            None => {
+                search.tried.push(format!("{origin} (nothing there)"));
+                Ok(None)
+            }
+        }
+    }
+
+    /// Records a server that could not be used; the search goes on with the next element.
+    fn failed(&self, url: &str, reason: String, search: &mut Search) -> Option<PathBuf> {
+        tracing::warn!(url, %reason, "symbol server");
+        search.tried.push(format!("{url}: {reason}"));
+        None
     }
 }

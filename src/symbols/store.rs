@@ -5,6 +5,8 @@
 use std::fs;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use super::error::{Result, SymbolError};
 use super::identity::PdbId;
@@ -58,9 +60,17 @@ pub fn key_dirs(store: &Path, id: &PdbId) -> Vec<PathBuf> {
     out
 }
 
+/// The most of a `file.ptr` read: one line naming a path.
+pub const MAX_POINTER_BYTES: u64 = 4096;
+
 /// Reads a `file.ptr`: `PATH:<path>` or a bare path; `MSG:` entries point nowhere.
-fn read_ptr(ptr: &Path) -> Option<PathBuf> {
-    let text = fs::read_to_string(ptr).ok()?;
+pub fn read_ptr(ptr: &Path) -> Option<PathBuf> {
+    let mut text = String::new();
+    fs::File::open(ptr)
+        .ok()?
+        .take(MAX_POINTER_BYTES)
+        .read_to_string(&mut text)
+        .ok()?;
     let line = text.lines().next()?.trim();
     if line.len() >= 4 && line[..4].eq_ignore_ascii_case("MSG:") {
         return None;
@@ -73,7 +83,7 @@ fn read_ptr(ptr: &Path) -> Option<PathBuf> {
     (!path.is_empty()).then(|| PathBuf::from(path.trim()))
 }
 
-fn classify(path: PathBuf) -> Found {
+pub fn classify(path: PathBuf) -> Found {
     if path
         .extension()
         .and_then(|e| e.to_str())
@@ -144,76 +154,345 @@ pub fn cache_path(cache: &Path, id: &PdbId) -> PathBuf {
     cache.join(&id.name).join(id.store_key()).join(&id.name)
 }
 
-/// A temporary file beside `dest` (same directory, so the final rename is atomic).
-pub fn temp_beside(dest: &Path) -> Result<(fs::File, PathBuf)> {
-    let dir = dest.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).map_err(|e| SymbolError::io(dir, e))?;
-    let tmp = dir.join(format!(
-        ".{}.{}.partial",
-        dest.file_name()
-            .map(|n| n.to_string_lossy())
-            .unwrap_or_default(),
-        std::process::id()
-    ));
-    let file = fs::File::create(&tmp).map_err(|e| SymbolError::io(&tmp, e))?;
-    Ok((file, tmp))
+/// Temporary files older than this in a cache directory are left by a killed process (a live
+/// download writes to its file at least every transfer timeout): removed when a new one is made
+/// beside them.
+const STALE_TEMP: Duration = Duration::from_secs(3600);
+const TEMP_SUFFIX: &str = ".partial";
+
+/// A file being written beside its destination (same directory, so the final rename is
+/// atomic) under a name no cache lookup matches (`.NAME.PID.N.partial`). Removed when dropped
+/// unless [`TempFile::persist`]ed: a failed, refused or interrupted write never leaves a file
+/// where the cache expects a PDB.
+#[derive(Debug)]
+pub struct TempFile {
+    path: PathBuf,
+    file: Option<fs::File>,
 }
 
-pub fn commit(tmp: &Path, dest: &Path) -> Result<()> {
-    fs::rename(tmp, dest).map_err(|e| {
-        let _ = fs::remove_file(tmp);
-        SymbolError::io(dest, e)
-    })
+impl TempFile {
+    /// A new temporary file beside `dest` (creating its directory).
+    pub fn beside(dest: &Path) -> Result<Self> {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let dir = dest.parent().unwrap_or(Path::new("."));
+        fs::create_dir_all(dir).map_err(|e| SymbolError::io(dir, e))?;
+        sweep_stale(dir);
+        let name = dest
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        loop {
+            let path = dir.join(format!(
+                ".{name}.{}.{}{TEMP_SUFFIX}",
+                std::process::id(),
+                COUNTER.fetch_add(1, Ordering::Relaxed)
+            ));
+            match fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
+                Ok(file) => {
+                    return Ok(Self {
+                        path,
+                        file: Some(file),
+                    })
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(SymbolError::io(&path, e)),
+            }
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Writes everything `input` gives, at most `limit` bytes (more is an error naming
+    /// `what`); returns the bytes written.
+    pub fn fill_from(&mut self, input: &mut dyn Read, limit: u64, what: &str) -> Result<u64> {
+        let file = self
+            .file
+            .as_mut()
+            .expect("a temporary file is open until persisted");
+        let mut out = std::io::BufWriter::with_capacity(1 << 16, file);
+        let copied = std::io::copy(&mut input.take(limit.saturating_add(1)), &mut out)
+            .and_then(|n| out.flush().map(|()| n))
+            .map_err(|e| SymbolError::io(&self.path, e))?;
+        if copied > limit {
+            return Err(SymbolError::io(
+                &self.path,
+                std::io::Error::other(format!(
+                    "{what} is larger than the limit of {limit} bytes (--symbol-max-download, in MiB)"
+                )),
+            ));
+        }
+        Ok(copied)
+    }
+
+    /// The open file, for writers that stream into it.
+    pub fn writer(&mut self) -> &mut fs::File {
+        self.file
+            .as_mut()
+            .expect("a temporary file is open until persisted")
+    }
+
+    /// Flushes to disk and renames over `dest` (replacing whatever is there, which only another
+    /// process writing the same file can have put there), then syncs the directory.
+    pub fn persist(mut self, dest: &Path) -> Result<()> {
+        if let Some(file) = self.file.take() {
+            file.sync_all()
+                .map_err(|e| SymbolError::io(&self.path, e))?;
+        }
+        fs::rename(&self.path, dest).map_err(|e| SymbolError::io(dest, e))?;
+        if let Some(dir) = dest.parent().and_then(|d| fs::File::open(d).ok()) {
+            let _ = dir.sync_all();
+        }
+        self.path = PathBuf::new();
+        Ok(())
+    }
 }
 
-/// Copies `src` into `dest` atomically (no-op when it is the same file).
-pub fn install_copy(src: &Path, dest: &Path) -> Result<()> {
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if !self.path.as_os_str().is_empty() {
+            self.file.take();
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Removes temporary files that killed processes left in `dir`.
+fn sweep_stale(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if !(name.starts_with('.') && name.ends_with(TEMP_SUFFIX)) {
+            continue;
+        }
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > STALE_TEMP);
+        if old {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// Copies `src` into `dest` atomically (no-op when it is the same file or `dest` exists), at
+/// most `limit` bytes.
+pub fn install_copy(src: &Path, dest: &Path, limit: u64) -> Result<()> {
     if src == dest || dest.is_file() {
         return Ok(());
     }
-    let (mut out, tmp) = temp_beside(dest)?;
-    let mut input = fs::File::open(src).map_err(|e| SymbolError::io(src, e))?;
-    std::io::copy(&mut input, &mut out).map_err(|e| SymbolError::io(&tmp, e))?;
-    drop(out);
-    commit(&tmp, dest)
+    copy_to_temp(src, dest, limit)?.persist(dest)
 }
 
-/// Expands the CAB `cab` (one file: the PDB) into `dest` atomically.
-pub fn expand_cab(cab: &Path, dest: &Path) -> Result<()> {
-    let bad = |reason: String| SymbolError::Cab {
-        path: cab.to_path_buf(),
-        reason,
-    };
+/// `src` copied into a temporary file beside `dest`, at most `limit` bytes; only regular files
+/// are read (a `file.ptr` may name a device or a pipe).
+pub fn copy_to_temp(src: &Path, dest: &Path, limit: u64) -> Result<TempFile> {
+    let regular = fs::metadata(src).map_err(|e| SymbolError::io(src, e))?;
+    if !regular.is_file() {
+        return Err(SymbolError::io(
+            src,
+            std::io::Error::other("not a regular file"),
+        ));
+    }
+    let mut input = fs::File::open(src).map_err(|e| SymbolError::io(src, e))?;
+    let mut temp = TempFile::beside(dest)?;
+    temp.fill_from(&mut input, limit, &src.display().to_string())?;
+    Ok(temp)
+}
+
+/// Expands the CAB `cab` (one file: the PDB) into a temporary file beside `dest`; the caller
+/// checks it and persists it. The file inside must declare a size within `limit`, and is
+/// expanded to exactly that size.
+pub fn expand_cab(cab: &Path, dest: &Path, limit: u64) -> Result<TempFile> {
     let file = fs::File::open(cab).map_err(|e| SymbolError::io(cab, e))?;
-    let mut cabinet = cab::Cabinet::new(file).map_err(|e| bad(e.to_string()))?;
-    let names: Vec<String> = cabinet
-        .folder_entries()
-        .flat_map(|f| f.file_entries().map(|e| e.name().to_string()))
-        .collect();
     let wanted = dest
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let entry = names
-        .iter()
-        .find(|n| n.eq_ignore_ascii_case(&wanted))
-        .or(names.first())
-        .ok_or_else(|| bad("the cabinet holds no file".into()))?
-        .clone();
-    let (mut out, tmp) = temp_beside(dest)?;
-    let mut reader = cabinet.read_file(&entry).map_err(|e| bad(e.to_string()))?;
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = reader.read(&mut buf).map_err(|e| {
-            let _ = fs::remove_file(&tmp);
-            bad(format!("{entry}: {e}"))
-        })?;
-        if n == 0 {
-            break;
-        }
-        out.write_all(&buf[..n])
-            .map_err(|e| SymbolError::io(&tmp, e))?;
-    }
+    let mut temp = TempFile::beside(dest)?;
+    let mut out = std::io::BufWriter::new(temp.writer());
+    let expanded = expand_cab_into(file, &wanted, limit, &mut out)
+        .and_then(|n| out.flush().map(|()| n).map_err(|e| e.to_string()));
     drop(out);
-    commit(&tmp, dest)
+    expanded.map_err(|reason| SymbolError::Cab {
+        path: cab.to_path_buf(),
+        reason,
+    })?;
+    Ok(temp)
+}
+
+/// Expands the file called `wanted` (else the first file) of the cabinet `input` into `out`:
+/// refused when it declares more than `limit` bytes, never more than it declares, and an error
+/// when it holds fewer. Returns the bytes written. The whole of what a `.pd_` from a symbol
+/// server gets to do; fuzzed (`cab_expand`).
+pub fn expand_cab_into<R: Read>(
+    input: R,
+    wanted: &str,
+    limit: u64,
+    out: &mut dyn Write,
+) -> std::result::Result<u64, String> {
+    // The cab crate indexes past its block list when a file claims data beyond its folder's
+    // (found by the cab_expand fuzz target): the layout is checked here first.
+    let mut bytes = Vec::new();
+    input
+        .take(limit.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > limit {
+        return Err(format!(
+            "the cabinet is larger than the limit of {limit} bytes (--symbol-max-download, in MiB)"
+        ));
+    }
+    if let Some(problem) = cab_layout_problem(&bytes) {
+        return Err(problem);
+    }
+    let mut cabinet = cab::Cabinet::new(std::io::Cursor::new(bytes)).map_err(|e| e.to_string())?;
+    let entries: Vec<(String, u64)> = cabinet
+        .folder_entries()
+        .flat_map(|f| {
+            f.file_entries()
+                .map(|e| (e.name().to_string(), u64::from(e.uncompressed_size())))
+        })
+        .collect();
+    let (name, declared) = entries
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(wanted))
+        .or(entries.first())
+        .cloned()
+        .ok_or("the cabinet holds no file")?;
+    if declared > limit {
+        return Err(format!(
+            "{name} declares {declared} bytes, more than the limit of {limit} (--symbol-max-download, in MiB)"
+        ));
+    }
+    let reader = cabinet
+        .read_file(&name)
+        .map_err(|e| format!("{name}: {e}"))?;
+    let written =
+        std::io::copy(&mut reader.take(declared), out).map_err(|e| format!("{name}: {e}"))?;
+    if written != declared {
+        return Err(format!("{name}: {written} of its {declared} bytes"));
+    }
+    Ok(written)
+}
+
+/// What is wrong with a cabinet's layout that the cab crate would not survive: every file must
+/// lie within the data its folder's blocks hold, and every block within the file. A single
+/// cabinet only (no set). Layout: `CFHEADER`, `CFFOLDER`, `CFFILE`, `CFDATA` of the Microsoft
+/// Cabinet Format (learn.microsoft.com/previous-versions/bb417343(v=msdn.10)). Shapes the crate
+/// refuses itself (a bad signature, a short header) are left to it.
+fn cab_layout_problem(b: &[u8]) -> Option<String> {
+    let u16_at = |at: usize| {
+        b.get(at..at + 2)
+            .map(|x| u64::from(u16::from_le_bytes([x[0], x[1]])))
+    };
+    let u32_at = |at: usize| {
+        b.get(at..at + 4)
+            .map(|x| u64::from(u32::from_le_bytes([x[0], x[1], x[2], x[3]])))
+    };
+    let truncated = || Some("the cabinet is truncated".to_string());
+    if b.len() < 36 || &b[..4] != b"MSCF" {
+        return None;
+    }
+    let flags = u16_at(30)?;
+    if flags & 3 != 0 {
+        return Some("a cabinet spanning several files is not a .pd_".into());
+    }
+    let (mut at, mut folder_reserve, mut data_reserve) = (36usize, 0usize, 0usize);
+    if flags & 4 != 0 {
+        let Some(header_reserve) = u16_at(36) else {
+            return truncated();
+        };
+        folder_reserve = usize::from(*b.get(38)?);
+        data_reserve = usize::from(*b.get(39)?);
+        at = 40 + header_reserve as usize;
+    }
+    let (folders, files, files_at) = (u16_at(26)?, u16_at(28)?, u32_at(16)?);
+    let mut folder_sizes = Vec::new();
+    for _ in 0..folders {
+        let (Some(start), Some(blocks)) = (u32_at(at), u16_at(at + 4)) else {
+            return truncated();
+        };
+        at += 8 + folder_reserve;
+        let (mut p, mut total) = (start as usize, 0u64);
+        for _ in 0..blocks {
+            let (Some(data), Some(uncompressed)) = (u16_at(p + 4), u16_at(p + 6)) else {
+                return truncated();
+            };
+            total += uncompressed;
+            p += 8 + data_reserve + data as usize;
+            if p > b.len() {
+                return Some("a data block runs past the end of the cabinet".into());
+            }
+        }
+        folder_sizes.push(total);
+    }
+    let mut at = files_at as usize;
+    for _ in 0..files {
+        let (Some(size), Some(offset), Some(folder)) = (u32_at(at), u32_at(at + 4), u16_at(at + 8))
+        else {
+            return truncated();
+        };
+        let Some(&held) = folder_sizes.get(folder as usize) else {
+            return Some(format!(
+                "a file names folder {folder:#x}, the cabinet has {folders}"
+            ));
+        };
+        if offset + size > held {
+            return Some(format!(
+                "a file claims bytes {offset}..{} of a folder that holds {held}",
+                offset + size
+            ));
+        }
+        let name = b.get(at + 16..)?;
+        let Some(nul) = name.iter().position(|&c| c == 0) else {
+            return truncated();
+        };
+        at += 16 + nul + 1;
+    }
+    None
+}
+
+/// An exclusive lock on a key directory (`flock` on the directory itself, so nothing is left in
+/// the cache): the processes sharing a cache fetch each PDB once, the others wait and then find
+/// it. Released when dropped, or when the process dies.
+#[derive(Debug)]
+pub struct KeyLock {
+    _lock: Option<nix::fcntl::Flock<fs::File>>,
+}
+
+impl KeyLock {
+    /// Locks `dir`, waiting at most `wait` for another holder; after that (a holder that hangs)
+    /// goes on without the lock, which the atomic writes make safe, only wasteful.
+    pub fn acquire(dir: &Path, wait: Duration) -> Self {
+        use nix::fcntl::{Flock, FlockArg};
+        let deadline = Instant::now() + wait;
+        let mut pause = Duration::from_millis(10);
+        loop {
+            let Ok(handle) = fs::File::open(dir) else {
+                return Self { _lock: None };
+            };
+            match Flock::lock(handle, FlockArg::LockExclusiveNonblock) {
+                Ok(lock) => return Self { _lock: Some(lock) },
+                Err((_, nix::errno::Errno::EWOULDBLOCK)) if Instant::now() < deadline => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(200));
+                }
+                Err((_, errno)) => {
+                    tracing::debug!(dir = %dir.display(), %errno, "symbol cache: going on without the lock");
+                    return Self { _lock: None };
+                }
+            }
+        }
+    }
 }

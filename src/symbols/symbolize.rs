@@ -45,7 +45,8 @@ pub fn module_display_name(image_name: &str) -> String {
     };
     match stem.to_ascii_lowercase().as_str() {
         "ntoskrnl" | "ntkrnlmp" | "ntkrnlpa" | "ntkrpamp" => "nt".to_string(),
-        _ => stem.to_string(),
+        // The name comes from target memory: control characters are shown escaped.
+        _ => super::safe_name::printable(stem, 256),
     }
 }
 
@@ -138,6 +139,7 @@ mod tests {
             "myfault"
         );
         assert_eq!(raw_address(0xfffff8800447d634), "0xfffff880`0447d634");
+        assert_eq!(module_display_name("evil\u{1b}[2J.sys"), "evil<1b>[2J");
         let mut space = AddressSpace::new();
         space.add("myfault", 0x1000, 0x100, None::<&Pdb>);
         assert_eq!(space.symbolize(0x1010), "myfault+0x10");

@@ -314,6 +314,8 @@ enum Leaf {
         name: String,
         size: u64,
     },
+    /// A record of a kind layouts use that could not be parsed; the reason is kept for errors.
+    Malformed(String),
     Other,
 }
 
@@ -350,21 +352,6 @@ fn convert(data: TypeData<'_>) -> Leaf {
             size: u.size,
             fields: Some(u.fields.0),
             forward: u.properties.forward_reference(),
-        },
-        TypeData::FieldList(list) => Leaf::FieldList {
-            members: list
-                .fields
-                .into_iter()
-                .filter_map(|f| match f {
-                    TypeData::Member(m) => Some(Member {
-                        name: m.name.to_string().into_owned(),
-                        offset: m.offset,
-                        ty: m.field_type.0,
-                    }),
-                    _ => None,
-                })
-                .collect(),
-            continuation: list.continuation.map(|c| c.0),
         },
         TypeData::Pointer(p) => Leaf::Pointer {
             to: p.underlying_type.0,
@@ -474,12 +461,70 @@ pub fn is_anonymous_name(name: &str) -> bool {
         || name.contains("::<anonymous-")
 }
 
+/// The type stream's number in the MSF (llvm.org/docs/PDB/TpiStream.html).
+const TPI_STREAM: u16 = 2;
+/// Type indices stay below this (the top bit marks a type of another PDB under /DEBUG:FASTLINK).
+const MAX_TYPE_INDEX: u32 = 0x8000_0000;
+const LF_FIELDLIST: u16 = 0x1203;
+/// The record kinds [`convert`] reads, each parsed by `pdb2` (cvinfo.h `LEAF_ENUM_e`):
+/// LF_MODIFIER, LF_POINTER, LF_ARRAY_ST, LF_CLASS_ST, LF_STRUCTURE_ST, LF_UNION_ST, LF_ENUM_ST,
+/// LF_PROCEDURE, LF_MFUNCTION, LF_BITFIELD, LF_ARRAY, LF_CLASS, LF_STRUCTURE, LF_UNION, LF_ENUM,
+/// LF_STRIDED_ARRAY, LF_INTERFACE, LF_CLASS2, LF_STRUCTURE2, LF_UNION2, LF_INTERFACE2.
+const LAYOUT_KINDS: [u16; 21] = [
+    0x1001, 0x1002, 0x1003, 0x1004, 0x1005, 0x1006, 0x1007, 0x1008, 0x1009, 0x1205, 0x1503, 0x1504,
+    0x1505, 0x1506, 0x1507, 0x1516, 0x1519, 0x1608, 0x1609, 0x160a, 0x160b,
+];
+
+const LF_POINTER: u16 = 0x1002;
+
+/// Whether an `LF_POINTER` record's attributes (`lfPointer.attr`, after the kind and the pointee
+/// type) hold a pointer kind (`CV_ptrtype_e`, 0..=0x0c) and mode (`CV_ptrmode_e`, 0..=4) cvinfo.h
+/// defines: `pdb2` 0.11 reaches `unreachable!()` on any other, in its release build too (found by
+/// the `pdb_parse` fuzz target).
+fn pointer_attributes_known(record: &[u8]) -> bool {
+    let Some(attr) = record.get(6..10) else {
+        return true; // too short: pdb2 returns an error itself
+    };
+    let attr = u32::from_le_bytes([attr[0], attr[1], attr[2], attr[3]]);
+    attr & 0x1f <= 0x0c && (attr >> 5) & 0x7 <= 4
+}
+
+/// The records of a type stream as bytes (kind first), in the order pdb2's iterator gives them:
+/// a `u16` length, then that many bytes (llvm.org/docs/PDB/TpiStream.html).
+struct RawRecords<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> RawRecords<'a> {
+    fn new(stream: &'a [u8]) -> Self {
+        // pdb2 has checked the header; its second u32 is the header's size.
+        let header = stream
+            .get(4..8)
+            .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize);
+        Self {
+            bytes: stream,
+            at: header,
+        }
+    }
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let len = self.bytes.get(self.at..self.at + 2)?;
+        let len = usize::from(u16::from_le_bytes([len[0], len[1]]));
+        let record = self.bytes.get(self.at + 2..self.at + 2 + len)?;
+        self.at += 2 + len;
+        Some(record)
+    }
+}
+
 /// How deep type descriptions and anonymous-member searches go (cycles are impossible in a
 /// valid TPI, but a corrupt one must not hang the host).
 const MAX_DEPTH: usize = 32;
 
 impl TypeTable {
-    /// Reads the whole TPI of `pdb` (a PDB already opened from `path`).
+    /// Reads the whole TPI of `pdb` (a PDB already opened from `path`). Only the record kinds
+    /// layouts use are parsed ([`LAYOUT_KINDS`]); field lists are parsed by
+    /// [`super::fieldlist`], not by `pdb2` (see there why).
     pub fn read<S: pdb2::Source<'static> + 'static>(
         path: &Path,
         pdb: &mut pdb2::PDB<'static, S>,
@@ -489,6 +534,16 @@ impl TypeTable {
             move |source| SymbolError::Pdb { pdb, what, source }
         };
         let info = pdb.type_information().map_err(err("the type stream"))?;
+        // The same records as bytes, walked in step with pdb2's iterator: field lists are
+        // parsed from them.
+        let raw = pdb
+            .raw_stream(pdb2::StreamIndex(TPI_STREAM))
+            .map_err(err("the type stream"))?
+            .ok_or_else(|| SymbolError::Malformed {
+                pdb: path.to_path_buf(),
+                reason: "no type stream".into(),
+            })?;
+        let mut records = RawRecords::new(&raw);
         let mut iter = info.iter();
         let mut first = None;
         let mut leaves = Vec::new();
@@ -496,13 +551,45 @@ impl TypeTable {
         while let Some(ty) = iter.next().map_err(err("a type record"))? {
             let index = ty.index().0;
             let start = *first.get_or_insert(index);
-            // Records are dense and in order; keep the table indexable by (index - first).
-            while start + leaves.len() as u32 != index {
-                leaves.push(Leaf::Other);
+            // pdb2 numbers records from the header's first index on; stop before its counter
+            // could wrap (a valid TPI ends far below).
+            if index >= MAX_TYPE_INDEX {
+                return Err(SymbolError::BadType {
+                    pdb: path.to_path_buf(),
+                    index,
+                    reason: format!(
+                        "type indices reach {index:#x} (first {start:#x}); a type stream ends \
+                         below {MAX_TYPE_INDEX:#x}"
+                    ),
+                });
             }
-            let leaf = match ty.parse() {
-                Ok(data) => convert(data),
-                Err(_) => Leaf::Other, // unknown leaf kinds are not layout-relevant
+            let bytes = records.next().unwrap_or(&[]);
+            let leaf = match ty.raw_kind() {
+                LF_FIELDLIST => match super::fieldlist::parse(bytes.get(2..).unwrap_or(&[])) {
+                    Ok(list) => Leaf::FieldList {
+                        members: list
+                            .members
+                            .into_iter()
+                            .map(|m| Member {
+                                name: m.name,
+                                offset: m.offset,
+                                ty: m.ty,
+                            })
+                            .collect(),
+                        continuation: list.continuation,
+                    },
+                    Err(reason) => Leaf::Malformed(reason),
+                },
+                LF_POINTER if !pointer_attributes_known(bytes) => {
+                    Leaf::Malformed("pointer attributes of an unknown kind or mode".into())
+                }
+                kind if LAYOUT_KINDS.contains(&kind) => match ty.parse() {
+                    Ok(data) => convert(data),
+                    Err(e) => Leaf::Malformed(e.to_string()),
+                },
+                // Not layout-relevant (and some, like LF_ARGLIST, are sized from a count that
+                // pdb2 trusts): never parsed.
+                _ => Leaf::Other,
             };
             match &leaf {
                 Leaf::Record {
@@ -515,6 +602,9 @@ impl TypeTable {
                 }
                 _ => {}
             }
+            // Records are dense and in order (pdb2 counts them), so the table is indexable by
+            // (index - first).
+            debug_assert_eq!(u64::from(start) + leaves.len() as u64, u64::from(index));
             leaves.push(leaf);
         }
         Ok(Self {
@@ -584,11 +674,17 @@ impl TypeTable {
         (index, qualifiers)
     }
 
+    /// The members of a field list and its continuations. A continuation that leads back to a
+    /// list already read is a loop in a corrupt PDB: an error, found after at most as many
+    /// steps as there are records.
     fn members(&self, fields: Option<u32>) -> Result<Vec<&Member>> {
         let mut out = Vec::new();
         let mut next = fields;
-        let mut hops = 0;
+        let mut seen = std::collections::HashSet::new();
         while let Some(index) = next {
+            if !seen.insert(index) {
+                return Err(self.bad(index, "field-list continuations loop"));
+            }
             match self.leaf(index) {
                 Some(Leaf::FieldList {
                     members,
@@ -597,11 +693,10 @@ impl TypeTable {
                     out.extend(members.iter());
                     next = *continuation;
                 }
+                Some(Leaf::Malformed(reason)) => {
+                    return Err(self.bad(index, &format!("malformed field list: {reason}")))
+                }
                 _ => return Err(self.bad(index, "expected a field list")),
-            }
-            hops += 1;
-            if hops > 4096 {
-                return Err(self.bad(index, "field-list continuations loop"));
             }
         }
         Ok(out)
@@ -793,7 +888,7 @@ impl TypeTable {
         };
         let ty = self.describe(m.ty);
         Field {
-            offset: base + m.offset,
+            offset: base.saturating_add(m.offset),
             size: ty.size(),
             bitfield,
             ty,
@@ -801,13 +896,24 @@ impl TypeTable {
     }
 
     /// Searches record `index` for member `name`: directly, then through anonymous members.
-    /// Returns the member and its offset from the start of record `index`.
-    fn lookup<'a>(
+    /// Returns the member and its offset from the start of record `index`. Each record is
+    /// searched once per lookup, so a corrupt PDB whose anonymous members lead in circles or
+    /// fan out costs no more than the records it has.
+    fn lookup<'a>(&'a self, index: u32, name: &str) -> Result<Option<(&'a Member, u64)>> {
+        let mut searched = std::collections::HashSet::new();
+        self.lookup_in(index, name, 0, &mut searched)
+    }
+
+    fn lookup_in<'a>(
         &'a self,
         index: u32,
         name: &str,
         depth: usize,
+        searched: &mut std::collections::HashSet<u32>,
     ) -> Result<Option<(&'a Member, u64)>> {
+        if !searched.insert(index) {
+            return Ok(None);
+        }
         let fields = match self.leaf(index) {
             Some(Leaf::Record { fields, .. }) => *fields,
             _ => return Err(self.bad(index, "not a structure or union")),
@@ -828,8 +934,8 @@ impl TypeTable {
                 _ => false,
             };
             if anonymous {
-                if let Some((found, at)) = self.lookup(inner, name, depth + 1)? {
-                    return Ok(Some((found, m.offset + at)));
+                if let Some((found, at)) = self.lookup_in(inner, name, depth + 1, searched)? {
+                    return Ok(Some((found, m.offset.saturating_add(at))));
                 }
             }
         }
@@ -853,17 +959,17 @@ impl TypeTable {
                 });
             }
             let (member, at) =
-                self.lookup(index, part, 0)?
+                self.lookup(index, part)?
                     .ok_or_else(|| SymbolError::FieldNotFound {
                         pdb: self.pdb.clone(),
                         type_name: type_name.to_string(),
                         field: parts[..=i].join("."),
                     })?;
-            offset += at;
+            offset = offset.saturating_add(at);
             if i + 1 == parts.len() {
                 return Ok(self.field_of(member, offset));
             }
-            offset += member.offset;
+            offset = offset.saturating_add(member.offset);
             index = self.resolve(member.ty);
             if !walked.is_empty() {
                 walked.push('.');

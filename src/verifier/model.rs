@@ -22,6 +22,20 @@ pub struct LeakReport {
     /// False when anything was skipped or unreadable; `incomplete_reasons` says what.
     pub complete: bool,
     pub incomplete_reasons: Vec<String>,
+    /// Modules whose symbols a frame needed but could not be used (a PDB name refused, a PDB
+    /// not found or unusable): their frames read `module+0xoff`. Absent when none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub symbols_skipped: Vec<SkippedSymbols>,
+}
+
+/// A module whose symbols were skipped, and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SkippedSymbols {
+    /// The module's name as the target's module list gives it.
+    pub module: String,
+    /// The PDB path its RSDS record names, as recorded.
+    pub pdb: String,
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

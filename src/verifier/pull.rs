@@ -16,7 +16,7 @@ use super::layout::Nt;
 use super::log::{self, index_by_address, Log};
 use super::model::{
     Allocation, DriverCounters, DriverReport, Frame, LeakReport, LogRecord, LogSummary,
-    SymbolSource, TargetSummary, SCHEMA_VERSION,
+    SkippedSymbols, SymbolSource, TargetSummary, SCHEMA_VERSION,
 };
 use super::{selfcheck, stats, trackers};
 
@@ -349,6 +349,7 @@ pub async fn read_with<M: Memory>(
             .into_iter()
             .chain(ctx.modules.problem.clone())
             .collect(),
+        symbols_skipped: Vec::new(),
     })
 }
 
@@ -409,19 +410,20 @@ pub async fn symbolize_report(
     ctx: &KernelContext,
     symbols: &Arc<Symbols>,
 ) {
-    let (space, sources) = address_space(ctx, &report.drivers, symbols).await;
+    let (space, sources, skipped) = address_space(ctx, &report.drivers, symbols).await;
     symbolize(&mut report.drivers, &space);
     report.target.symbol_sources = sources;
+    report.symbols_skipped = skipped;
 }
 
 /// Loads the symbols of every module that a caller or frame falls in (the others are not
 /// needed); the kernel's are the context's. Says where each module's came from, the kernel's
-/// first.
+/// first, and which could not be loaded and why (with the PDB path as the target recorded it).
 async fn address_space(
     ctx: &KernelContext,
     reports: &[DriverReport],
     symbols: &Arc<Symbols>,
-) -> (AddressSpace, Vec<SymbolSource>) {
+) -> (AddressSpace, Vec<SymbolSource>, Vec<SkippedSymbols>) {
     let modules = &ctx.modules.modules;
     let mut wanted = vec![false; modules.len()];
     let addresses = reports.iter().flat_map(|d| {
@@ -445,6 +447,7 @@ async fn address_space(
     }
     let mut space = AddressSpace::new();
     let mut sources = vec![source_of(&ctx.nt, "nt")];
+    let mut skipped = Vec::new();
     for (module, wanted) in modules.iter().zip(wanted) {
         let display = module_display_name(&module.name);
         let is_kernel = module.base == ctx.kern_base;
@@ -453,7 +456,12 @@ async fn address_space(
             (Some(rsds), true) => match load_symbols(symbols, rsds.clone()).await {
                 Ok(loaded) => Some(loaded),
                 Err(error) => {
-                    warn!(module = %module.name, %error, "no symbols; frames show module+offset");
+                    warn!(module = %module.name.escape_debug(), %error, "no symbols; frames show module+offset");
+                    skipped.push(SkippedSymbols {
+                        module: module.name.clone(),
+                        pdb: rsds.path.clone(),
+                        reason: error.to_string(),
+                    });
                     sources.push(SymbolSource {
                         module: display.clone(),
                         pdb: Some(rsds.file_name().to_string()),
@@ -492,7 +500,7 @@ async fn address_space(
             loaded.as_ref(),
         );
     }
-    (space, sources)
+    (space, sources, skipped)
 }
 
 fn source_of(symbols: &ModuleSymbols, module: &str) -> SymbolSource {

@@ -459,6 +459,7 @@ mod tests {
             sites: Vec::new(),
             complete: true,
             incomplete_reasons: Vec::new(),
+            symbols_skipped: Vec::new(),
         }
     }
 

@@ -114,6 +114,10 @@ pub fn render(report: &LeakReport, options: &TextOptions) -> String {
         out.push_str(&line);
         out.push('\n');
     }
+    for line in skipped_symbols_lines(report) {
+        out.push_str(&line);
+        out.push('\n');
+    }
     out
 }
 
@@ -158,6 +162,25 @@ pub fn frozen_summary(stops: &[TargetStop]) -> String {
             )
         }
     }
+}
+
+use crate::symbols::safe_name::printable;
+
+/// One line per module whose symbols were skipped. Module and PDB names come from the target:
+/// control characters are shown escaped, never sent to the terminal.
+pub fn skipped_symbols_lines(report: &LeakReport) -> Vec<String> {
+    report
+        .symbols_skipped
+        .iter()
+        .map(|s| {
+            format!(
+                "Symbols skipped for {} (PDB path `{}`): {}; its frames read module+offset.",
+                printable(&s.module, 80),
+                printable(&s.pdb, 80),
+                printable(&s.reason, 400)
+            )
+        })
+        .collect()
 }
 
 /// One `!verifier 80 <address>` block for an outstanding allocation, in the chosen layout.

@@ -281,6 +281,7 @@ impl Scenario {
                 unloads: None,
                 full_name: None,
                 base,
+                pdb_path: None,
                 counters: Default::default(),
             });
             // Driver-specific frames: (caller, outer frames, free frame).

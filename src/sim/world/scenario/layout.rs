@@ -483,6 +483,10 @@ pub(super) fn build(sc: &Scenario, root: &Path) -> Result<LayoutReport> {
             relocate(&mut pe, base)
                 .map_err(|m| ScenarioError::Invalid(format!("{file} at {base:#x}: {m}")))?;
         }
+        if let Some(pdb_path) = &d.pdb_path {
+            super::pe::set_pdb_path(&mut pe, pdb_path)
+                .map_err(|m| ScenarioError::Invalid(format!("driver `{}`: {m}", d.name)))?;
+        }
         loaded_at.push((Manifest::module_name(&d.name), base, file.clone()));
         modules.push(Module {
             name: d.name.clone(),

@@ -256,6 +256,10 @@ pub struct DriverSpec {
     /// `image = "leaky.sys"`); `drv003!LeakyAllocate+0x32` then resolves at the new base.
     #[serde(default)]
     pub base: Option<Num>,
+    /// The PDB path the image's RSDS record names, instead of the fixture's (GUID and age
+    /// kept): a hostile target's name (`..\\..\\x.pdb`, `CON.pdb`, control characters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pdb_path: Option<String>,
     /// A lying target: values written over this driver's derived
     /// `_VF_TARGET_VERIFIED_DRIVER_DATA` counters after the layout, by field name (e.g.
     /// `CurrentNonPagedPoolAllocations = 4`). A timeline event of the driver writes the derived

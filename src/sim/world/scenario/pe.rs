@@ -229,3 +229,44 @@ pub fn map_pe(path: &Path) -> Result<MappedPe> {
         exception_dir,
     })
 }
+
+/// Rewrites the CodeView (RSDS) record of a mapped image to name `pdb_path` (GUID and age kept):
+/// the record is written anew at RVA 0x800, in the header page past the headers, and the debug
+/// directory's CodeView entry pointed at it. A scenario's hostile target names its PDB this way.
+pub fn set_pdb_path(pe: &mut MappedPe, pdb_path: &str) -> std::result::Result<(), String> {
+    const AT: usize = 0x800;
+    let b = &mut pe.bytes;
+    let nt = rd32(b, 0x3c).ok_or("no e_lfanew")? as usize;
+    let opt = nt + 24;
+    let size_of_headers = rd32(b, opt + 60).ok_or("short headers")? as usize;
+    let record_len = 24 + pdb_path.len() + 1;
+    if size_of_headers > AT || AT + record_len > 0x1000 || b.len() < 0x1000 {
+        return Err(format!(
+            "no room for a {record_len}-byte CodeView record in the header page"
+        ));
+    }
+    let (dir_rva, dir_size) = (
+        rd32(b, opt + 112 + 6 * 8).ok_or("no debug directory")? as usize,
+        rd32(b, opt + 112 + 6 * 8 + 4).ok_or("no debug directory")? as usize,
+    );
+    for entry in (dir_rva..dir_rva + dir_size).step_by(28) {
+        if rd32(b, entry + 12) != Some(2) {
+            continue;
+        }
+        let old = rd32(b, entry + 20).ok_or("short debug entry")? as usize;
+        let header = b
+            .get(old..old + 24)
+            .ok_or("CodeView record outside the image")?
+            .to_vec();
+        if header[..4] != *b"RSDS" {
+            return Err("the CodeView record is not RSDS".into());
+        }
+        b[AT..AT + 24].copy_from_slice(&header);
+        b[AT + 24..AT + 24 + pdb_path.len()].copy_from_slice(pdb_path.as_bytes());
+        b[AT + 24 + pdb_path.len()] = 0;
+        b[entry + 16..entry + 20].copy_from_slice(&(record_len as u32).to_le_bytes());
+        b[entry + 20..entry + 24].copy_from_slice(&(AT as u32).to_le_bytes());
+        return Ok(());
+    }
+    Err("no CodeView debug entry".into())
+}
