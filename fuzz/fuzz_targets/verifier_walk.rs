@@ -15,13 +15,13 @@ use std::sync::OnceLock;
 use kdleak::kernel::Memory;
 use kdleak::session::{self, ReadOutcome};
 use kdleak::sim::world::scenario::{default_root, MemoryImage, Scenario};
-use kdleak::symbols::Pdb;
+use kdleak::symbols::{ModuleSymbols, Pdb};
 use kdleak::verifier::layout::Nt;
 use kdleak::verifier::{drivers, log, stats, trackers};
 use libfuzzer_sys::fuzz_target;
 
 struct Fixture {
-    pdb: Pdb,
+    pdb: ModuleSymbols,
     image: MemoryImage,
 }
 
@@ -29,7 +29,9 @@ fn fixture() -> &'static Fixture {
     static FIXTURE: OnceLock<Fixture> = OnceLock::new();
     FIXTURE.get_or_init(|| {
         let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-        let pdb = Pdb::open(&root.join("captures/fixtures/win10-19041/ntkrnlmp.pdb")).unwrap();
+        let pdb = ModuleSymbols::Pdb(std::sync::Arc::new(
+            Pdb::open(&root.join("captures/fixtures/win10-19041/ntkrnlmp.pdb")).unwrap(),
+        ));
         let text = std::fs::read_to_string(root.join("captures/scenarios/win10-myfault.toml"))
             .unwrap()
             .replace("length = 0x10000", "length = 0x100");
