@@ -5,7 +5,9 @@
 use std::path::Path;
 
 use crate::image::{self, DumpError};
-use crate::kernel_context::KernelContext;
+use tracing::info;
+
+use crate::kernel_context::{read_nt_u32, KernelContext};
 use crate::session;
 use crate::stop::symbol_loader;
 use crate::symbols::SymbolOptions;
@@ -14,6 +16,10 @@ use crate::verifier::{self, LeakReport, PullOptions};
 /// What to pull and where the symbols are.
 #[derive(Debug, Clone, Default)]
 pub struct AnalyzeOptions {
+    /// The image's format, when not found from its first bytes.
+    pub format: image::FormatHint,
+    /// Say on stderr what the image is and how the facts its format lacks were found.
+    pub announce: bool,
     /// How to find PDBs; `None`: `_NT_ALT_SYMBOL_PATH`/`_NT_SYMBOL_PATH` and the default cache.
     pub symbols: Option<SymbolOptions>,
     /// `connection` is set by [`run`] (`dump:PATH`).
@@ -49,18 +55,40 @@ pub fn connection(path: &Path) -> String {
 /// Opens the dump at `path` and pulls the report from it. Sites are left for the caller to
 /// group; `target.time` is when the dump was written (the header's SystemTime) when it says.
 pub async fn run(path: &Path, options: &AnalyzeOptions) -> Result<LeakReport, AnalyzeError> {
-    let mut dump = image::open(path)?;
+    let mut dump = image::open(path, options.format)?;
+    let say = |line: &str| {
+        info!("{line}");
+        if options.announce {
+            eprintln!("kdleak: {line}");
+        }
+    };
+    say(&format!("{}: {}", path.display(), dump.format));
+    dump.locate().await?;
+    for finding in &dump.findings {
+        say(finding);
+    }
     let symbols = symbol_loader(options.symbols.as_ref(), None)?;
     let header = dump.facts.clone();
     let kernel = KernelContext::load_from_dump(&mut dump, &header, &symbols).await?;
+    let processors = match header.number_processors {
+        0 => read_nt_u32(&mut dump, &kernel, "KeNumberProcessors")
+            .await
+            .unwrap_or(0),
+        n => n,
+    };
     let pull = PullOptions {
         connection: connection(path),
-        processors: header.number_processors,
+        processors,
         ..options.pull.clone()
     };
     let mut report = verifier::pull(&mut dump, &kernel, &symbols, &pull)
         .await
         .map_err(session::Error::from)?;
+    info!(
+        "{} bytes read from {}",
+        dump.source().bytes_read(),
+        path.display()
+    );
     if let Some(time) = filetime_rfc3339(header.system_time) {
         report.target.time = time;
     }

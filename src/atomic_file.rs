@@ -20,6 +20,19 @@ pub fn write_atomically_with(
     path: impl AsRef<Path>,
     fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
 ) -> io::Result<()> {
+    write_atomically_to_file(path, |file| {
+        let mut buffered = io::BufWriter::new(file);
+        fill(&mut buffered)?;
+        buffered.flush()
+    })
+}
+
+/// [`write_atomically`] for output that needs the file itself: `fill` may seek, so a sparse
+/// file (a memory image with holes) keeps its holes.
+pub fn write_atomically_to_file(
+    path: impl AsRef<Path>,
+    fill: impl FnOnce(&mut File) -> io::Result<()>,
+) -> io::Result<()> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let path = path.as_ref();
     let name = path.file_name().ok_or_else(|| {
@@ -49,9 +62,7 @@ pub fn write_atomically_with(
             Err(e) => return Err(e),
         }
     };
-    let mut buffered = io::BufWriter::new(&mut file);
-    let filled = fill(&mut buffered).and_then(|()| buffered.flush());
-    drop(buffered);
+    let filled = fill(&mut file);
     let written = filled.and_then(|()| file.sync_all()).and_then(|()| {
         drop(file);
         fs::rename(&temp, path)

@@ -227,7 +227,11 @@ impl KernelContext {
         let address = header.kd_debugger_data_block;
         let mut search = KdbgSearch::new();
         let mut warnings = Vec::new();
-        if address == 0 {
+        if address == 0 && header.kern_base != 0 {
+            search
+                .problems
+                .push("the image names no KdDebuggerDataBlock".into());
+        } else if address == 0 {
             search
                 .problems
                 .push("the dump header's KdDebuggerDataBlock is 0".into());
@@ -258,6 +262,7 @@ impl KernelContext {
         let mut first = None;
         let (kern_base, kern_base_from) = match search.kdbg() {
             Some(kdbg) if kdbg.kern_base != 0 => (kdbg.kern_base, "KDBG's KernBase"),
+            _ if header.kern_base != 0 => (header.kern_base, "the image scan"),
             _ => {
                 let image = first_image_of_dump(mem, header, &search.problems).await?;
                 let note = format!(
@@ -280,7 +285,10 @@ impl KernelContext {
         };
         let rsds = read_kernel_rsds(mem, &facts).await?;
         let nt = load_symbols(symbols, rsds).await?;
-        let context = Self::with_pdb(mem, nt, facts, search).await?;
+        let mut context = Self::with_pdb(mem, nt, facts, search).await?;
+        if header.build == 0 {
+            context.build = build_from_pdb(mem, &context).await?;
+        }
         if let Some(image) = first {
             // The field found by its contents must be the one the PDB calls DllBase.
             let walked = context.modules.modules.first();
@@ -416,6 +424,32 @@ async fn kdbg_from_pdb<M: Memory>(
     search.record(read, KdbgSource::KernelPdb, |e| {
         format!("nt!KdDebuggerDataBlock ({address:#x}): {e}")
     })
+}
+
+/// The build number of an image whose format does not say: `nt!NtBuildNumber` (its low 16 bits;
+/// the top nibble is 0xF on a free build, 0xC on a checked one, as GetVersion's MajorVersion).
+async fn build_from_pdb<M: Memory>(mem: &mut M, context: &KernelContext) -> session::Result<u16> {
+    let value = read_nt_u32(mem, context, "NtBuildNumber").await?;
+    Ok((value & 0xFFFF) as u16)
+}
+
+/// A ULONG variable of the kernel, by its PDB symbol.
+pub async fn read_nt_u32<M: Memory>(
+    mem: &mut M,
+    context: &KernelContext,
+    name: &str,
+) -> session::Result<u32> {
+    let rva = context
+        .nt
+        .try_symbol_rva(name)
+        .ok()
+        .flatten()
+        .ok_or_else(|| Error::TargetData(format!("the kernel PDB has no {name}")))?;
+    let address = context.kern_base + u64::from(rva);
+    let bytes = kernel::read_exact(mem, address, 4, name)
+        .await
+        .map_err(|e| target_data(name, e))?;
+    Ok(u32::from_le_bytes(bytes[..4].try_into().expect("4 bytes")))
 }
 
 /// The kernel image through the first entry of the dump's module list, or an error that says

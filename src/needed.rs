@@ -61,7 +61,7 @@ pub async fn dump(
     symbols: Option<&SymbolOptions>,
     pull: &PullOptions,
 ) -> Result<Needed, AnalyzeError> {
-    let mut dump = crate::image::open(path)?;
+    let mut dump = crate::image::open(path, crate::image::FormatHint::Detect)?;
     let symbols = symbol_loader(symbols, None)?;
     let header = dump.facts.clone();
     let kernel = KernelContext::load_from_dump(&mut dump, &header, &symbols).await;

@@ -93,6 +93,12 @@ fn files_that_are_not_dumps_exit_2() {
         "elf",
         b"\x7fELF\x02\x01\x01\0",
         2,
+        "inside the 64-byte ELF header",
+    );
+    refused(
+        "text",
+        b"hello, world\n",
+        2,
         "not PAGE (a kernel dump) or MDMP",
     );
     refused("pagedu32", b"PAGEDU32", 2, "not DU64");
@@ -102,6 +108,50 @@ fn files_that_are_not_dumps_exit_2() {
         &root().join("no-such.dmp"),
         2,
         "cannot read the file",
+    );
+}
+
+/// Hostile VM images: an ELF core whose segment runs past the file, one of another machine, and
+/// files read as raw memory that hold no Windows (zeros; a page-table root without a kernel).
+#[test]
+fn hostile_vm_images_exit_with_a_reason() {
+    let mut elf = vec![0u8; 0x40 + 56];
+    put(&mut elf, 0, b"\x7fELF\x02\x01\x01");
+    put(&mut elf, 0x10, &4u16.to_le_bytes());
+    put(&mut elf, 0x12, &62u16.to_le_bytes());
+    put(&mut elf, 0x20, &0x40u64.to_le_bytes());
+    put(&mut elf, 0x36, &56u16.to_le_bytes());
+    put(&mut elf, 0x38, &1u16.to_le_bytes());
+    put(&mut elf, 0x40, &1u32.to_le_bytes());
+    put(&mut elf, 0x40 + 0x20, &(1u64 << 40).to_le_bytes());
+    refused(
+        "elf segment past the end",
+        &elf,
+        2,
+        "past the end of the file",
+    );
+    put(&mut elf, 0x12, &183u16.to_le_bytes());
+    refused("elf of arm64", &elf, 4, "not x86-64");
+    refused(
+        "zeros as raw",
+        &vec![0u8; 2 << 20],
+        2,
+        "no page-table root of x64 Windows",
+    );
+    // A page that maps itself and KUSER_SHARED_DATA, but no kernel anywhere.
+    let mut raw = vec![0u8; 2 << 20];
+    let kuser: u64 = 0xFFFF_F780_0000_0000;
+    let index = |shift: u32| ((kuser >> shift) & 0x1ff) as usize * 8;
+    put(&mut raw, 0x1000 + 0x1ED * 8, &0x1063u64.to_le_bytes());
+    put(&mut raw, 0x1000 + index(39), &0x2063u64.to_le_bytes());
+    put(&mut raw, 0x2000 + index(30), &0x3063u64.to_le_bytes());
+    put(&mut raw, 0x3000 + index(21), &0x4063u64.to_le_bytes());
+    put(&mut raw, 0x4000 + index(12), &0x5063u64.to_le_bytes());
+    refused(
+        "raw without a kernel",
+        &raw,
+        2,
+        "no RSDS record naming ntkrnlmp.pdb",
     );
 }
 
@@ -127,7 +177,8 @@ fn minidumps_triage_and_32_bit_dumps_exit_4_saying_what_to_configure() {
     refused("triage", &header(4), 4, "triage dump, DumpType 4");
     refused("triage", &header(4), 4, "CrashDumpEnabled");
     refused("pagedump", b"PAGEDUMP", 4, "32-bit");
-    refused("rdmp", &header(8), 4, "RDMP");
+    // An RDMP dump (DumpType 8) cut after its DUMP_HEADER64 is read, and damaged.
+    refused("rdmp", &header(8), 2, "inside the RDMP header");
 }
 
 #[test]

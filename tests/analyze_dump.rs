@@ -1,9 +1,11 @@
-//! `kdleak analyze` on the dumps `kdleak sim --write-dump` writes gives the report `kdleak attach`
-//! pulls from the same scenario live: for win7, win10 and win11, and for every dump type (full:
-//! DumpType 1; kernel: bitmap `SDMP` with only the frames in use; bitmap: `FDMP` with every frame),
-//! the JSON is equal except the transport fields (`target.connection`, `target.time`, and the
-//! live pull's `target.stops`, `target.outside_s`). Both sides are the binaries; symbols come
-//! from the fixture directory through `--sympath`.
+//! `kdleak analyze` on the images `kdleak sim --write-dump` writes gives the report `kdleak attach`
+//! pulls from the same scenario live: for win7, win10 and win11, and for every format — the crash
+//! dump types (full: DumpType 1; kernel: bitmap `SDMP` with only the frames in use; bitmap: `FDMP`
+//! with every frame; live: DumpType 6; the RDMP types 8, 9, 10), the QEMU ELF core and the raw
+//! physical image (whose CR3 and kernel analyze finds by scanning) — the JSON is equal except
+//! the transport fields (`target.connection`, `target.time`, and the live pull's `target.stops`,
+//! `target.outside_s`). Both sides are the binaries; symbols come from the fixture directory
+//! through `--sympath`.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -13,7 +15,18 @@ use serde_json::Value;
 mod common;
 use common::*;
 
-const DUMP_TYPES: [&str; 3] = ["full", "kernel", "bitmap"];
+/// Every image the simulator writes: `--dump-type` values, then `--write-image` ones.
+const DUMP_TYPES: [&str; 9] = [
+    "full",
+    "kernel",
+    "bitmap",
+    "live",
+    "rdmp-kernel",
+    "rdmp-kernel-user",
+    "rdmp-complete",
+    "elf",
+    "raw",
+];
 
 fn run_ok(what: &str, command: std::process::Command) -> Vec<u8> {
     let out = finish(spawn(command), Duration::from_secs(60));
@@ -43,8 +56,12 @@ fn without_transport(mut report: Value) -> Value {
 fn write_dump(scenario: &str, dump_type: &str, path: &Path) {
     let mut sim = kdleak();
     sim.args(["sim", "--scenario", scenario, "--write-dump"])
-        .arg(path)
-        .args(["--dump-type", dump_type]);
+        .arg(path);
+    if matches!(dump_type, "elf" | "raw") {
+        sim.args(["--write-image", dump_type]);
+    } else {
+        sim.args(["--dump-type", dump_type]);
+    }
     run_ok(&format!("sim {scenario} --write-dump {dump_type}"), sim);
 }
 
@@ -108,7 +125,8 @@ fn every_dump_type_equals_the_live_pull(scenario: &str, fixture: &str) {
         );
     }
     eprintln!(
-        "{scenario}: {allocations} allocations, 3 dump types equal to the live pull in {:.1?}",
+        "{scenario}: {allocations} allocations, {} dump types equal to the live pull in {:.1?}",
+        DUMP_TYPES.len(),
         started.elapsed()
     );
 }
@@ -265,7 +283,7 @@ fn a_page_missing_from_the_dump_is_unreadable_not_an_error() {
     assert_eq!(driver["name"], "myfault.sys");
     let base = u64::from_str_radix(&driver["image_base"].as_str().unwrap()[2..], 16).unwrap();
 
-    let dump = kdleak::image::open(&path).unwrap();
+    let dump = kdleak::image::open(&path, kdleak::image::FormatHint::Detect).unwrap();
     let frame = match dump.translate(base).unwrap() {
         kdleak::image::Translation::Physical(pa) => pa / 0x1000,
         other => panic!("myfault's base is not in the dump: {other:?}"),

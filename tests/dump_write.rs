@@ -1,7 +1,8 @@
 //! Dumps written by `kdleak sim --write-dump` satisfy an independent reader: kdmp-parser (PyPI, a
 //! C++ crash dump parser with Python bindings, at the version pinned in
 //! `scripts/test-requirements.txt`, which `scripts/test` installs) opens each dump
-//! type of the win7/win10/win11 scenarios, and through its own page-table walk from the header's
+//! type of the win7/win10/win11 scenarios (DumpType 1, 5 with SDMP and FDMP, 6 live, and the RDMP
+//! types 8, 9, 10), and through its own page-table walk from the header's
 //! CR3 reads, at the kernel base and at a live verifier allocation, the same bytes the simulator's
 //! virtual memory holds — at the physical addresses our page tables give. Header fields (type,
 //! CR3, build, KDBG, PsLoadedModuleList, CPUs, bugcheck, RIP) must match the machine. The reader
@@ -20,11 +21,17 @@ use serde_json::Value;
 mod peers;
 
 const SCENARIOS: [&str; 3] = ["win7-myfault", "win10-myfault", "win11-myfault"];
-/// (--dump-type, DumpType, signature at 0x2000 for bitmap dumps).
-const TYPES: [(&str, u64, Option<&[u8; 4]>); 3] = [
-    ("full", 1, None),
-    ("kernel", 5, Some(b"SDMP")),
-    ("bitmap", 5, Some(b"FDMP")),
+/// (--dump-type, DumpType, signature at 0x2000 for bitmap and RDMP dumps (at 0x2004 for RDMP),
+/// bug check code).
+const TYPES: [(&str, u64, Option<&[u8; 4]>, u32); 7] = [
+    ("full", 1, None, 0xE2),
+    ("kernel", 5, Some(b"SDMP"), 0xE2),
+    ("bitmap", 5, Some(b"FDMP"), 0xE2),
+    // Task Manager's live kernel dump: bug check 0x161 LIVE_SYSTEM_DUMP.
+    ("live", 6, Some(b"SDMP"), 0x161),
+    ("rdmp-kernel", 8, Some(b"RDMP"), 0xE2),
+    ("rdmp-kernel-user", 9, Some(b"RDMP"), 0xE2),
+    ("rdmp-complete", 10, Some(b"RDMP"), 0xE2),
 ];
 const READ_LEN: usize = 0x40;
 
@@ -96,7 +103,7 @@ fn kdmp_parser_reads_every_dump_type_like_the_simulator() {
         let cpu = machine.cpu(0).unwrap();
 
         let mut sizes = Vec::new();
-        for (dump_type, type_number, signature) in TYPES {
+        for (dump_type, type_number, signature, bug_check) in TYPES {
             let path = dir.path().join(format!("{name}-{dump_type}.dmp"));
             let status = Command::new(env!("CARGO_BIN_EXE_kdleak"))
                 .args(["sim", "--scenario", name, "--dump-type", dump_type])
@@ -112,6 +119,7 @@ fn kdmp_parser_reads_every_dump_type_like_the_simulator() {
             assert_eq!(&file[..8], b"PAGEDU64");
             match signature {
                 // Bitmap dumps: their summary/full bitmap header follows DUMP_HEADER64.
+                Some(b"RDMP") => assert_eq!(&file[0x2004..0x2008], b"RDMP"),
                 Some(signature) => assert_eq!(&file[0x2000..0x2004], signature),
                 // Full dumps: PhysicalMemoryBlock.NumberOfRuns, then RAM from 0x2000.
                 None => assert_eq!(file[0x88..0x8C], 2u32.to_le_bytes()),
@@ -141,7 +149,7 @@ fn kdmp_parser_reads_every_dump_type_like_the_simulator() {
                 machine.processor_count(),
                 "{context}"
             );
-            assert_eq!(seen["bugcheck_code"], 0xE2, "{context}");
+            assert_eq!(seen["bugcheck_code"], bug_check, "{context}");
             assert_eq!(seen["kd_debugger_data_block"], machine.kdbg, "{context}");
             assert_eq!(
                 seen["ps_loaded_module_list"], machine.ps_loaded_module_list,
@@ -153,14 +161,15 @@ fn kdmp_parser_reads_every_dump_type_like_the_simulator() {
                 assert_eq!(read["hex"], bytes.as_str(), "{context}");
             }
         }
-        // The kernel dump keeps only frames in use; full and bitmap hold all RAM.
+        // The kernel dumps keep only frames in use; full, bitmap and complete hold all RAM.
         assert!(sizes[1].1 < sizes[0].1, "{name}: {sizes:?}");
+        assert!(sizes[4].1 < sizes[6].1, "{name}: {sizes:?}");
         eprintln!(
             "{name}: kernel base {:#x} -> pa {:#x}, allocation {allocation:#x} -> pa {:#x}, sizes {sizes:?}",
             machine.kern_base, expected[0].0, expected[1].0
         );
     }
-    eprintln!("9 dumps written and checked in {:?}", started.elapsed());
+    eprintln!("21 dumps written and checked in {:?}", started.elapsed());
 }
 
 #[test]

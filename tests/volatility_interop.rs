@@ -1,6 +1,7 @@
 //! The simulator's memory is laid out as Windows lays it out, proven with an independent reader:
 //! Volatility 3 (PyPI, pinned in scripts/test-requirements.txt; `scripts/test` installs it) opens `kdleak sim --write-dump` files of the
-//! win7/win10/win11 scenarios — one dump type each, so all three layouts are covered — and finds
+//! win7/win10/win11 scenarios — one crash dump type each, so all three layouts are covered, and
+//! the QEMU ELF core and raw physical image (`--write-image elf|raw`) of each — and finds
 //! everything the way it does on real Windows: the page-table root by its self-map entry and the
 //! `KUSER_SHARED_DATA` check, the kernel through the KDBG and its RSDS record, then
 //! `KdVersionBlock`, `KeNumberProcessors`, `NtBuildLab` and `PsLoadedModuleList` by symbol.
@@ -31,11 +32,19 @@ use serde_json::Value;
 mod fixture_isf;
 use fixture_isf::{manifest, write_fixture_isf};
 
-/// (scenario, fixture, --dump-type).
-const CASES: [(&str, &str, &str); 3] = [
+/// (scenario, fixture, --dump-type, or --write-image for `elf`/`raw`).
+const CASES: [(&str, &str, &str); 9] = [
     ("win7-myfault", "win7-7601", "full"),
     ("win10-myfault", "win10-19041", "kernel"),
     ("win11-myfault", "win11-22000", "bitmap"),
+    // What a hypervisor writes: Volatility stacks its ELF layer on the core, reads the raw
+    // image as physical memory, and finds the page-table root and kernel by scanning.
+    ("win7-myfault", "win7-7601", "elf"),
+    ("win10-myfault", "win10-19041", "elf"),
+    ("win11-myfault", "win11-22000", "elf"),
+    ("win7-myfault", "win7-7601", "raw"),
+    ("win10-myfault", "win10-19041", "raw"),
+    ("win11-myfault", "win11-22000", "raw"),
 ];
 const MODULES: [&str; 3] = ["ntoskrnl.exe", "myfault.sys", "leaky.sys"];
 /// Volatility prints virtual addresses without the sign-extension bits.
@@ -109,9 +118,14 @@ fn volatility_finds_the_kernel_and_modules_kdleak_reports() {
     for (scenario, fixture, dump_type) in CASES {
         let case_started = Instant::now();
         let guid = write_fixture_isf(fixture, &symbols);
-        let dump = work.path().join(format!("{scenario}.dmp"));
+        let dump = work.path().join(format!("{scenario}.{dump_type}"));
+        let option = if matches!(dump_type, "elf" | "raw") {
+            "--write-image"
+        } else {
+            "--dump-type"
+        };
         let status = Command::new(env!("CARGO_BIN_EXE_kdleak"))
-            .args(["sim", "--scenario", scenario, "--dump-type", dump_type])
+            .args(["sim", "--scenario", scenario, option, dump_type])
             .arg("--write-dump")
             .arg(&dump)
             .status()
@@ -226,7 +240,7 @@ fn volatility_finds_the_kernel_and_modules_kdleak_reports() {
             "{scenario}: windows.modules vs kdleak info"
         );
         eprintln!(
-            "{scenario} ({dump_type} dump): Volatility agrees in {:.1} s",
+            "{scenario} ({dump_type}): Volatility agrees in {:.1} s",
             case_started.elapsed().as_secs_f64()
         );
         for (name, base, size) in &listed {
@@ -234,7 +248,8 @@ fn volatility_finds_the_kernel_and_modules_kdleak_reports() {
         }
     }
     eprintln!(
-        "three dumps read by Volatility 3 in {:.1} s",
+        "{} images read by Volatility 3 in {:.1} s",
+        CASES.len(),
         started.elapsed().as_secs_f64()
     );
 }

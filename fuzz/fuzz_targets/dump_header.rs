@@ -1,4 +1,4 @@
-//! Crash dump opening on hostile files: no panic, no allocation beyond what the file's size
+//! Crash dump opening (DumpType 1, 5, 10: full, bitmap, RDMP) on hostile files: no panic, no allocation beyond what the file's size
 //! allows, and virtual reads that stay in bounds. Short inputs are whole files (signature and
 //! header checks); longer ones patch fields of a small valid full or bitmap dump (run and page
 //! counts, bitmap sizes, CR3, page-table entries), so the deep checks are reached in few steps.
@@ -61,6 +61,22 @@ fn bitmap() -> Vec<u8> {
     f
 }
 
+/// An RDMP dump (DumpType 10) of the same frames: RDMP header, one range, pages at 0x3000.
+fn rdmp() -> Vec<u8> {
+    let mut f = header(10);
+    let mut rh = vec![0u8; 0x1000];
+    put(&mut rh, 0, &0x40u32.to_le_bytes());
+    put(&mut rh, 4, b"RDMPDUMP");
+    put(&mut rh, 0x10, &0xFE0u64.to_le_bytes());
+    put(&mut rh, 0x18, &0x3000u64.to_le_bytes());
+    put(&mut rh, 0x20, &1u32.to_le_bytes());
+    put(&mut rh, 0x28, &(FRAMES as u64).to_le_bytes());
+    put(&mut rh, 0x38, &(FRAMES as u64).to_le_bytes());
+    f.extend_from_slice(&rh);
+    f.extend_from_slice(&frames());
+    f
+}
+
 fn exercise(file: Vec<u8>, probe: u64) {
     let len = file.len() as u64;
     let Ok(mut dump) = Dump::new(file) else {
@@ -70,7 +86,12 @@ fn exercise(file: Vec<u8>, probe: u64) {
     for run in dump.phys_map().runs() {
         assert!(run.file_offset + run.pages * PAGE as u64 <= len);
     }
-    for (address, n) in [(VA, 0x40), (VA + 0xff8, 0x10), (probe, 0x20), (u64::MAX - 7, 16)] {
+    for (address, n) in [
+        (VA, 0x40),
+        (VA + 0xff8, 0x10),
+        (probe, 0x20),
+        (u64::MAX - 7, 16),
+    ] {
         let out = dump.read_virtual(address, n).unwrap_or_default();
         assert!(out.bytes.is_empty() || out.bytes.len() == n);
     }
@@ -82,9 +103,10 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     let (mode, rest) = data.split_first().expect("16 bytes");
-    let mut file = match mode % 3 {
+    let mut file = match mode % 4 {
         0 => full(),
         1 => bitmap(),
+        2 => rdmp(),
         _ => {
             exercise(data.to_vec(), 0);
             return;

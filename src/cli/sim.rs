@@ -70,11 +70,54 @@ pub struct SimArgs {
     #[arg(long, value_name = "FILE", conflicts_with = "transport")]
     pub write_dump: Option<PathBuf>,
     /// With --write-dump: full (default; DumpType 1, physical memory runs), kernel (bitmap dump
-    /// with an SDMP header: kernel pages only) or bitmap (bitmap dump with an FDMP header: all RAM).
+    /// with an SDMP header: kernel pages only), bitmap (bitmap dump with an FDMP header: all RAM),
+    /// live (DumpType 6, Task Manager's live kernel dump), rdmp-kernel, rdmp-kernel-user,
+    /// rdmp-complete (DumpType 8, 9, 10: WinDbg's `.dump /k`, `/ka`, `/f` since 2022).
     // Checked in run_sim: clap drops `requires = "write_dump"` when a transport (which conflicts
     // with --write-dump) is present, and ignores it for an argument with a default.
     #[arg(long, value_enum)]
     pub dump_type: Option<DumpTypeArg>,
+    /// With --write-dump: write what a hypervisor writes of a VM instead of a crash dump: elf (a
+    /// QEMU-style ELF core, as `virsh dump --memory-only`) or raw (raw physical memory, as a
+    /// `.raw`/`.vmem`).
+    #[arg(long, value_enum, conflicts_with = "dump_type")]
+    pub write_image: Option<ImageArg>,
+    /// With --write-image: the machine's RAM in bytes (e.g. 8G, 0x200000000): the simulator's
+    /// frames go to the top, the rest are holes not stored on disk (a sparse multi-GiB image).
+    #[arg(long, value_name = "BYTES", value_parser = parse_size)]
+    pub physical_size: Option<u64>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum ImageArg {
+    Elf,
+    Raw,
+}
+
+/// Bytes as decimal, 0x hex, or with a K/M/G/T suffix (powers of 1024).
+fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let (number, scale) = match text.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() && !text.starts_with("0x") => {
+            let scale = match c.to_ascii_uppercase() {
+                'K' => 1u64 << 10,
+                'M' => 1 << 20,
+                'G' => 1 << 30,
+                'T' => 1 << 40,
+                other => return Err(format!("unknown size suffix {other}")),
+            };
+            (&text[..i], scale)
+        }
+        _ => (text, 1),
+    };
+    let value = match number.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => number.parse(),
+    }
+    .map_err(|e| format!("{text}: {e}"))?;
+    value
+        .checked_mul(scale)
+        .ok_or_else(|| format!("{text} is too large"))
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -82,6 +125,10 @@ pub enum DumpTypeArg {
     Full,
     Kernel,
     Bitmap,
+    Live,
+    RdmpKernel,
+    RdmpKernelUser,
+    RdmpComplete,
 }
 
 impl From<DumpTypeArg> for sim::image::DumpKind {
@@ -90,6 +137,10 @@ impl From<DumpTypeArg> for sim::image::DumpKind {
             DumpTypeArg::Full => Self::Full,
             DumpTypeArg::Kernel => Self::Kernel,
             DumpTypeArg::Bitmap => Self::Bitmap,
+            DumpTypeArg::Live => Self::Live,
+            DumpTypeArg::RdmpKernel => Self::RdmpKernel,
+            DumpTypeArg::RdmpKernelUser => Self::RdmpKernelUser,
+            DumpTypeArg::RdmpComplete => Self::RdmpComplete,
         }
     }
 }
@@ -99,8 +150,8 @@ pub fn run(args: SimArgs) -> Result<ExitCode> {
         return write_sim_dump(&args, path);
     }
     anyhow::ensure!(
-        args.dump_type.is_none(),
-        "--dump-type needs --write-dump FILE"
+        args.dump_type.is_none() && args.write_image.is_none() && args.physical_size.is_none(),
+        "--dump-type, --write-image and --physical-size need --write-dump FILE"
     );
     anyhow::ensure!(
         args.kdnet.is_some() || args.pipe.is_some() || args.tcp.is_some() || args.pty.is_some(),
@@ -170,6 +221,31 @@ fn write_sim_dump(args: &SimArgs, path: &std::path::Path) -> Result<ExitCode> {
     // The header's time of the crash is the kernel's clock, as in a real dump.
     let system_time = sim::image::filetime(std::time::SystemTime::now());
     machine.set_system_time(system_time);
+    anyhow::ensure!(
+        args.physical_size.is_none() || args.write_image.is_some(),
+        "--physical-size needs --write-image elf|raw (a crash dump lists the machine's own RAM)"
+    );
+    if let Some(image) = args.write_image {
+        let placement = sim::image::Placement {
+            physical_size: args.physical_size.unwrap_or(0),
+        };
+        let summary = match image {
+            ImageArg::Elf => sim::image::write_elf(&machine, path, placement)?,
+            ImageArg::Raw => sim::image::write_raw(&machine, path, placement)?,
+        };
+        eprintln!(
+            "kdleak sim: wrote {} ({} pages stored, {} bytes, CR3 {:#x}) to {}",
+            match image {
+                ImageArg::Elf => "an ELF core",
+                ImageArg::Raw => "a raw physical image",
+            },
+            summary.pages,
+            summary.file_size,
+            summary.cr3,
+            path.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     let options = sim::image::DumpOptions {
         kind: args.dump_type.unwrap_or(DumpTypeArg::Full).into(),
         system_time,

@@ -1,16 +1,18 @@
-//! Memory images of a Windows x64 machine — today the crash dumps Windows writes for complete and
-//! kernel memory dumps (full and bitmap) — as a second source of target memory: the machine's
-//! facts, physical pages by page frame, and virtual reads through the image's own page tables,
-//! behind the same [`Memory`] trait as a live session.
+//! Memory images of a Windows x64 machine — the crash dumps Windows and WinDbg write, the ELF
+//! cores QEMU/libvirt write of a VM, raw physical images — as a second source of target memory:
+//! the machine's facts, physical pages by page frame, and virtual reads through the image's own
+//! page tables, behind the same [`Memory`] trait as a live session.
 //!
 //! * [`format`](mod@format) — the seam: [`MachineFacts`] and the page map each format's reader
 //!   returns, and the one place that picks the reader; [`crashdump`] — `DUMP_HEADER64` dumps
-//!   (DumpType 1, 5, 6).
+//!   (DumpType 1, 5, 6, and the RDMP types 8, 9, 10); [`elf`] — QEMU ELF cores; [`raw`] — raw
+//!   physical memory.
+//! * [`scan`] — the page-table root and the kernel, for images that do not name them.
 //! * [`physmap`] — physical page frame → file offset; [`paging`] — the x64 page-table walk;
 //!   [`Dump`] (here) — virtual reads and the `Memory` trait over any format; [`error`].
 //!
 //! Data flows one way: file ([`Source`]) → format reader → facts + [`PhysMap`] → [`Dump`] →
-//! page walk → virtual reads.
+//! scan (when the format does not say) → page walk → virtual reads.
 //!
 //! The file is read lazily with positional reads: opening reads the header (crash dumps: 8 KiB
 //! and the bitmap), and each memory read then reads only the pages it touches. The operating
@@ -19,18 +21,23 @@
 //! still being copied) kills the process with SIGBUS, a read just fails.
 
 pub mod crashdump;
+pub mod elf;
 pub mod error;
 pub mod format;
 pub mod paging;
 pub mod physmap;
+pub mod raw;
+pub mod scan;
 
 use std::collections::HashMap;
 use std::fs::File;
+use std::ops::Range;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 pub use crashdump::{DumpHeader, DumpKind, HEADER_LEN};
 pub use error::{DumpError, Result};
-pub use format::{Layout, MachineFacts};
+pub use format::{FormatHint, Layout, MachineFacts};
 pub use paging::Translation;
 pub use physmap::{PhysMap, PAGE_SIZE};
 
@@ -45,6 +52,11 @@ pub trait Source {
     }
     /// Fills `buf` from `offset`; fails if the source ends first.
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()>;
+    /// The byte ranges that hold data, ascending: a sparse file's holes (zeros never written)
+    /// are left out, so a scan need not read them. Everything, unless the source knows better.
+    fn data_regions(&self) -> Vec<Range<u64>> {
+        std::iter::once(0..self.len()).collect()
+    }
 }
 
 impl Source for [u8] {
@@ -78,7 +90,19 @@ impl Source for Vec<u8> {
 pub struct DumpFile {
     file: File,
     len: u64,
+    /// Bytes read so far (the benchmark's "bytes read from the file").
+    read: AtomicU64,
 }
+
+impl DumpFile {
+    /// Bytes read from the file since it was opened.
+    pub fn bytes_read(&self) -> u64 {
+        self.read.load(Ordering::Relaxed)
+    }
+}
+
+/// Data regions of a sparse file beyond which the rest counts as one region.
+const MAX_DATA_REGIONS: usize = 1 << 20;
 
 impl Source for DumpFile {
     fn len(&self) -> u64 {
@@ -87,11 +111,44 @@ impl Source for DumpFile {
 
     #[cfg(unix)]
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        self.read.fetch_add(buf.len() as u64, Ordering::Relaxed);
         std::os::unix::fs::FileExt::read_exact_at(&self.file, buf, offset)
+    }
+
+    /// `SEEK_DATA`/`SEEK_HOLE` (lseek(2)); where the file system cannot say, the whole file.
+    #[cfg(target_os = "linux")]
+    fn data_regions(&self) -> Vec<Range<u64>> {
+        use nix::unistd::{lseek, Whence};
+        let mut regions = Vec::new();
+        let mut at = 0u64;
+        while at < self.len {
+            let Ok(start) = lseek(&self.file, at as i64, Whence::SeekData) else {
+                // ENXIO: no data after `at`; anything else: the file system cannot tell.
+                if regions.is_empty() && at == 0 {
+                    return std::iter::once(0..self.len).collect();
+                }
+                break;
+            };
+            let start = start as u64;
+            let end = lseek(&self.file, start as i64, Whence::SeekHole)
+                .map_or(self.len, |end| end as u64)
+                .min(self.len);
+            if end <= start {
+                break;
+            }
+            if regions.len() == MAX_DATA_REGIONS {
+                regions.push(start..self.len);
+                break;
+            }
+            regions.push(start..end);
+            at = end;
+        }
+        regions
     }
 
     #[cfg(windows)]
     fn read_at(&self, mut offset: u64, mut buf: &mut [u8]) -> std::io::Result<()> {
+        self.read.fetch_add(buf.len() as u64, Ordering::Relaxed);
         while !buf.is_empty() {
             match std::os::windows::fs::FileExt::seek_read(&self.file, buf, offset)? {
                 0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
@@ -112,14 +169,20 @@ const TRANSLATION_CACHE: usize = 1 << 16;
 pub struct Dump<S: Source = DumpFile> {
     src: S,
     pub facts: MachineFacts,
+    /// What the file is (the format reader's words).
+    pub format: String,
+    /// How the facts the format does not give were found ([`Dump::locate`]), for the output.
+    pub findings: Vec<String>,
+    cr3_candidates: Vec<u64>,
     map: PhysMap,
     /// Virtual page → physical page frame (`None`: not in the dump), for this process's reads.
     translations: HashMap<u64, Option<u64>>,
 }
 
-/// Opens the dump at `path`, checks its header and page map against the file, and refuses
-/// dumps that cannot hold the pull's memory (minidumps, triage dumps) saying why.
-pub fn open(path: &Path) -> Result<Dump<DumpFile>> {
+/// Opens the image at `path`, checks its header and page map against the file, and refuses
+/// dumps that cannot hold the pull's memory (minidumps, triage dumps) saying why. The format is
+/// found from the file's first bytes unless `hint` names it.
+pub fn open(path: &Path, hint: FormatHint) -> Result<Dump<DumpFile>> {
     let io = |source| DumpError::Io {
         path: path.to_path_buf(),
         source,
@@ -131,19 +194,34 @@ pub fn open(path: &Path) -> Result<Dump<DumpFile>> {
             "it is a directory or a device, not a regular file".into(),
         ));
     }
-    Dump::new(DumpFile {
-        file,
-        len: meta.len(),
-    })
+    Dump::with_hint(
+        DumpFile {
+            file,
+            len: meta.len(),
+            read: AtomicU64::new(0),
+        },
+        hint,
+    )
 }
 
 impl<S: Source> Dump<S> {
     /// Reads the facts and page map of `src`, with the reader of its format.
     pub fn new(src: S) -> Result<Self> {
-        let Layout { facts, map } = format::read(&src)?;
+        Self::with_hint(src, FormatHint::Detect)
+    }
+
+    /// [`Dump::new`] with the format found from the first bytes or named by `hint`.
+    pub fn with_hint(src: S, hint: FormatHint) -> Result<Self> {
+        let Layout {
+            facts,
+            map,
+            format,
+            cr3_candidates,
+        } = format::read(&src, hint)?;
         let dtb = facts.directory_table_base;
         let pml4 = (dtb & 0x000f_ffff_ffff_f000) / PAGE_SIZE;
-        if map.file_offset(pml4).is_none() {
+        // 0: the format does not say; [`Dump::locate`] finds the root.
+        if dtb != 0 && map.file_offset(pml4).is_none() {
             return Err(DumpError::corrupt(
                 0x10,
                 format!(
@@ -156,6 +234,9 @@ impl<S: Source> Dump<S> {
         Ok(Self {
             src,
             facts,
+            format,
+            findings: Vec::new(),
+            cr3_candidates,
             map,
             translations: HashMap::new(),
         })
@@ -163,6 +244,11 @@ impl<S: Source> Dump<S> {
 
     pub fn phys_map(&self) -> &PhysMap {
         &self.map
+    }
+
+    /// The file (or buffer) the image is read from.
+    pub fn source(&self) -> &S {
+        &self.src
     }
 
     /// Reads `buf.len()` bytes at physical address `pa` (within one page); `false` if the dump

@@ -56,7 +56,9 @@ pub const LOG_MAY_SKIP_ALLOCATIONS_BUILD: u32 = 22_000;
 
 /// `KUSER_SHARED_DATA`'s kernel address on x64, the same on every Windows version (wdm.h
 /// `KI_USER_SHARED_DATA`; Volatility 3 `Intel64LayerCheck.KUSER_KERNEL_SPACE_ADDR`). No PDB has
-/// a symbol for it; its layout (`_KUSER_SHARED_DATA`) comes from the kernel PDB.
+/// a symbol for it; its layout (`_KUSER_SHARED_DATA`) comes from the kernel PDB. A memory image's
+/// page-table root is only taken as Windows' when it translates this page (Volatility 3 checks
+/// the same, `framework/automagic/windows.py`, `DtbSelfRef64bit`).
 pub const KUSER_SHARED_DATA: u64 = 0xFFFF_F780_0000_0000;
 
 /// Kernel-mode addresses of x64 Windows are in the upper half of the canonical address space.
@@ -285,6 +287,16 @@ pub fn windbg_flag_list(build: u32) -> &'static WindbgFlagList {
         .map(|(_, list)| list)
         .unwrap_or(&FLAG_LISTS[0].1)
 }
+
+/// PML4 slots that may map the paging structures themselves: the fixed 0x1ED before Windows 10
+/// 1607, a slot chosen at boot in the kernel half since (Volatility 3 `DtbSelfRef64bit` accepts
+/// a self-reference in 0x100–0x1FF; Geoff Chappell, "MMPTE_HARDWARE": PXE_SELFMAP).
+pub const SELF_MAP_SLOTS: std::ops::RangeInclusive<usize> = 0x100..=0x1FF;
+
+/// The PDB names the x64 kernel's RSDS record carries: the multiprocessor kernel every x64
+/// Windows since Vista runs, and the uniprocessor one older builds could (Volatility 3
+/// `PdbSignatureScanner`'s kernel names; the symbol server's `ntkrnlmp.pdb`).
+pub const KERNEL_PDB_NAMES: [&str; 2] = ["ntkrnlmp.pdb", "ntoskrnl.pdb"];
 
 #[cfg(test)]
 mod tests {

@@ -3,7 +3,9 @@
 //!
 //! Layout: `DUMP_HEADER64` in the Windows SDK's `mindumpdef.h` (field order), with the offsets
 //! that public readers agree on (kdmp-parser `structs.rs`, Volatility `crash.py`, rizin
-//! `dmp_specs.h`). The DumpType values are dbgeng's `DUMP_TYPE_*` (`dbgeng.h`).
+//! `dmp_specs.h`). The DumpType values are dbgeng's `DUMP_TYPE_*` (`dbgeng.h`) and, for the
+//! types WinDbg and Windows write since 2022 (6: Task Manager's live kernel dump on 22H2+; 8, 9,
+//! 10: `.dump /k`, `/ka`, `/f`), kdmp-parser's `DumpType_t` (`src/lib/kdmp-parser-structs.h`).
 
 use crate::image::error::{DumpError, Result};
 
@@ -42,15 +44,40 @@ pub enum DumpKind {
     Full,
     /// DUMP_TYPE_BITMAP_FULL (5) or DUMP_TYPE_BITMAP_KERNEL (6): the pages whose bits are set in
     /// the bitmap after the header. Both complete and kernel memory dumps of Windows 8 and
-    /// later are written this way.
+    /// later are written this way, and so is the live kernel dump Task Manager writes on
+    /// Windows 11 22H2+ (DumpType 6, bug check 0x161 LIVE_SYSTEM_DUMP): the same layout, taken
+    /// while the machine ran on.
     Bitmap,
+    /// The RDMP layout (DumpType 8 `.dump /k`, 9 `.dump /ka`, 10 `.dump /f` in WinDbg since
+    /// 2022): an `RDMP_HEADER64` after the header, then PFN ranges, then the pages.
+    Rdmp,
+}
+
+/// Bug check 0x161, LIVE_SYSTEM_DUMP: what a live kernel dump's header carries (Microsoft's
+/// bug check reference, "Bug Check 0x161: LIVE_SYSTEM_DUMP").
+pub const LIVE_SYSTEM_DUMP: u32 = 0x161;
+
+/// What a DumpType is, in the words WinDbg and Windows' settings use.
+pub fn describe_dump_type(dump_type: u32, bug_check_code: u32) -> &'static str {
+    match dump_type {
+        1 => "complete memory dump (DumpType 1, physical memory runs)",
+        5 => "bitmap memory dump (DumpType 5)",
+        6 if bug_check_code == LIVE_SYSTEM_DUMP => {
+            "live kernel memory dump (DumpType 6, Task Manager; taken while the machine ran)"
+        }
+        6 => "kernel bitmap memory dump (DumpType 6)",
+        8 => "kernel memory dump (DumpType 8, RDMP layout: `.dump /k`)",
+        9 => "kernel and user memory dump (DumpType 9, RDMP layout: `.dump /ka`)",
+        10 => "complete memory dump (DumpType 10, RDMP layout: `.dump /f`)",
+        _ => "crash dump",
+    }
 }
 
 /// What the host uses from the header.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DumpHeader {
     pub kind: DumpKind,
-    /// DumpType as written (1, 5 or 6).
+    /// DumpType as written (1, 5, 6, 8, 9 or 10).
     pub dump_type: u32,
     /// MinorVersion: the build number, as GetVersion's MinorVersion.
     pub build: u16,
@@ -101,7 +128,8 @@ pub fn parse(head: &[u8]) -> Result<DumpHeader> {
     }
     if signature != SIGNATURE {
         return Err(DumpError::NotADump(format!(
-            "it starts with {}, not PAGE (a kernel dump) or MDMP (a minidump)",
+            "it starts with {}, not PAGE (a kernel dump) or MDMP (a minidump), nor \\x7fELF (a \
+             VM's ELF core); a raw physical image (no header) is read with --image-format raw",
             printable(signature)
         )));
     }
@@ -153,13 +181,7 @@ pub fn parse(head: &[u8]) -> Result<DumpHeader> {
                 }
             )))
         }
-        8..=10 => {
-            return Err(DumpError::Unsupported(format!(
-                "DumpType {dump_type:#x} (the RDMP layout of `.dump /k`, `/ka` or `/f` in recent \
-                 WinDbg) is not supported yet: write the dump from the target's crash (\"Kernel \
-                 memory dump\"/\"Complete memory dump\"), or with `.dump /f` in an older WinDbg"
-            )))
-        }
+        8..=10 => DumpKind::Rdmp,
         other => {
             return Err(DumpError::corrupt(
                 DUMP_TYPE as u64,
@@ -274,7 +296,12 @@ pub(crate) mod tests {
             .unwrap_err()
             .to_string()
             .contains("unknown DumpType 0x77"));
-        assert!(parse(&header(8)).unwrap_err().to_string().contains("RDMP"));
+        assert_eq!(parse(&header(8)).unwrap().kind, DumpKind::Rdmp);
+        assert_eq!(parse(&header(10)).unwrap().kind, DumpKind::Rdmp);
+        assert!(parse(&header(7))
+            .unwrap_err()
+            .to_string()
+            .contains("unknown DumpType 0x7"));
         let mut h = header(1);
         h[MINOR_VERSION..MINOR_VERSION + 4].copy_from_slice(&0x10000u32.to_le_bytes());
         assert!(parse(&h).unwrap_err().to_string().contains("MinorVersion"));

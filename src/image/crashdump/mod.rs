@@ -21,7 +21,15 @@ pub fn read<S: Source + ?Sized>(head: &[u8], src: &S) -> Result<Layout> {
     Ok(Layout {
         facts: MachineFacts::from(&header),
         map,
+        format: header::describe_dump_type(header.dump_type, header.bug_check_code).into(),
+        cr3_candidates: Vec::new(),
     })
+}
+
+/// Whether `first4` starts a file the crash dump reader claims (`PAGE`, or a minidump's `MDMP`,
+/// which it refuses saying why).
+pub fn is_signature(first4: &[u8]) -> bool {
+    first4 == b"PAGE" || first4 == b"MDMP"
 }
 
 impl From<&DumpHeader> for MachineFacts {
@@ -32,6 +40,7 @@ impl From<&DumpHeader> for MachineFacts {
             directory_table_base: header.directory_table_base,
             ps_loaded_module_list: header.ps_loaded_module_list,
             kd_debugger_data_block: header.kd_debugger_data_block,
+            kern_base: 0,
             number_processors: header.number_processors,
             bug_check_code: header.bug_check_code,
             system_time: header.system_time,

@@ -7,6 +7,16 @@
 //! Signature `SDMP` (kernel) or `FDMP` (complete) @0, ValidDump `DUMP` @4, FirstPage @0x20 (file
 //! offset of the first page), TotalPresentPages @0x28, Pages @0x30 (bits in the bitmap), the
 //! bitmap @0x38, one bit per page frame; the set pages follow FirstPage in frame order.
+//!
+//! The RDMP layout (DumpType 8, 9, 10) as kdmp-parser 0.7 reads it (`kdmp-parser-structs.h`:
+//! `RDMP_HEADER64`, `KERNEL_RDMP_HEADER64`, `FULL_RDMP_HEADER64`; `kdmp-parser.h`:
+//! `BuildPhysicalMemoryFromDump`): at 0x2000 Marker 0x40, Signature `RDMP`, ValidDump `DUMP`,
+//! MetadataSize @0x10, FirstPageOffset @0x18, with FirstPageOffset = 0x2020 + MetadataSize (the
+//! metadata runs from 0x2020 to the first page). Then 16 bytes that differ by kind (complete
+//! dumps: NumberOfRanges u32 @0x20, TotalNumberOfPages u64 @0x28), and from 0x2030 the PFN
+//! ranges (PageFileNumber u64, NumberOfPages u64), whose pages follow FirstPageOffset in order.
+//! A kernel dump's list ends at a range of PFN 0; a complete dump's (DumpType 10), whose memory
+//! may include frame 0, when TotalNumberOfPages pages are listed.
 
 use tracing::warn;
 
@@ -27,7 +37,122 @@ pub fn read<S: Source + ?Sized>(kind: DumpKind, head: &[u8], src: &S) -> Result<
     match kind {
         DumpKind::Full => full(head, src.len()),
         DumpKind::Bitmap => bitmap(src),
+        DumpKind::Rdmp => rdmp(u32_at(head, RDMP_DUMP_TYPE), src),
     }
+}
+
+/// DUMP_HEADER64.DumpType: 10 is the complete RDMP dump, whose list ends by page count.
+const RDMP_DUMP_TYPE: usize = 0xf98;
+const RDMP_COMPLETE: u32 = 10;
+const RDMP_MARKER: u32 = 0x40;
+/// RDMP_HEADER64 (0x20 bytes) and the 16 bytes after it.
+const RDMP_HEADER_LEN: u64 = 0x30;
+/// Where the metadata (the 16 kind-specific bytes, then the ranges) starts.
+const RDMP_METADATA_AT: u64 = HEADER_LEN as u64 + 0x20;
+const RDMP_RANGES_AT: u64 = HEADER_LEN as u64 + RDMP_HEADER_LEN;
+/// Ranges read per file read.
+const RANGE_CHUNK: usize = 4096;
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+/// DumpType 8, 9, 10: the RDMP header after DUMP_HEADER64, then the PFN ranges.
+fn rdmp<S: Source + ?Sized>(dump_type: u32, src: &S) -> Result<PhysMap> {
+    let file_len = src.len();
+    let at = HEADER_LEN as u64;
+    if file_len < at + RDMP_HEADER_LEN {
+        return Err(DumpError::corrupt(
+            file_len,
+            "the file ends inside the RDMP header (DumpType 8, 9, 10)",
+        ));
+    }
+    let mut head = [0u8; RDMP_HEADER_LEN as usize];
+    src.read_at(at, &mut head).map_err(|e| io(at, e))?;
+    let marker = u32_at(&head, 0);
+    if marker != RDMP_MARKER || &head[4..8] != b"RDMP" || &head[8..12] != b"DUMP" {
+        return Err(DumpError::corrupt(
+            at,
+            format!(
+                "an RDMP dump (DumpType {dump_type}) needs marker 0x40, RDMP, DUMP at {at:#x}, \
+                 found 0x{}",
+                hex::encode(&head[0..12])
+            ),
+        ));
+    }
+    let metadata_size = u64_at(&head, 0x10);
+    let first_page = u64_at(&head, 0x18);
+    if metadata_size.checked_add(RDMP_METADATA_AT) != Some(first_page)
+        || metadata_size < 0x10
+        || metadata_size % 16 != 0
+        || first_page > file_len
+    {
+        return Err(DumpError::corrupt(
+            at + 0x10,
+            format!(
+                "MetadataSize {metadata_size:#x} and FirstPageOffset {first_page:#x} disagree \
+                 (the first page must follow the metadata at {RDMP_METADATA_AT:#x}, in a file of \
+                 {file_len} bytes)"
+            ),
+        ));
+    }
+    let complete = dump_type == RDMP_COMPLETE;
+    let total = complete.then(|| u64_at(&head, 0x28));
+    let mut runs: Vec<Run> = Vec::new();
+    let mut pages = 0u64;
+    let ranges = (first_page - RDMP_RANGES_AT) / 16;
+    let mut chunk = vec![0u8; RANGE_CHUNK * 16];
+    let mut index = 0u64;
+    'ranges: while index < ranges {
+        let n = (ranges - index).min(RANGE_CHUNK as u64) as usize;
+        let offset = RDMP_RANGES_AT + index * 16;
+        src.read_at(offset, &mut chunk[..n * 16])
+            .map_err(|e| io(offset, e))?;
+        for (i, entry) in chunk[..n * 16].chunks_exact(16).enumerate() {
+            let entry_at = offset + i as u64 * 16;
+            let (pfn, count) = (u64_at(entry, 0), u64_at(entry, 8));
+            let done = match total {
+                Some(total) => pages >= total || (pfn == 0 && count == 0),
+                None => pfn == 0,
+            };
+            if done {
+                break 'ranges;
+            }
+            if pfn.checked_add(count).is_none_or(|end| end > MAX_PFN) {
+                return Err(DumpError::corrupt(
+                    entry_at,
+                    format!(
+                        "the range of {count:#x} pages at frame {pfn:#x} ends beyond 2^52 bytes"
+                    ),
+                ));
+            }
+            let file_offset = needed(first_page, pages)
+                .filter(|&o| o <= file_len)
+                .ok_or_else(|| truncated(pages, first_page, file_len))?;
+            pages = pages
+                .checked_add(count)
+                .filter(|&p| needed(first_page, p).is_some_and(|n| n <= file_len))
+                .ok_or_else(|| truncated(pages.saturating_add(count), first_page, file_len))?;
+            match runs.last_mut() {
+                Some(r) if r.first_pfn + r.pages == pfn && count > 0 => r.pages += count,
+                _ if count > 0 => runs.push(Run {
+                    first_pfn: pfn,
+                    pages: count,
+                    file_offset,
+                }),
+                _ => {}
+            }
+        }
+        index += n as u64;
+    }
+    if let Some(total) = total.filter(|&t| t != pages) {
+        warn!(
+            total,
+            listed = pages,
+            "TotalNumberOfPages differs from the pages the ranges list"
+        );
+    }
+    PhysMap::finish(runs, pages, at)
 }
 
 fn u64_at(b: &[u8], at: usize) -> u64 {
@@ -243,6 +368,79 @@ pub(crate) mod tests {
         f.extend_from_slice(&bitmap);
         f.resize(first_page as usize + frames.len() * PAGE_SIZE as usize, 0);
         f
+    }
+
+    /// An RDMP dump of `dump_type` with `ranges` ((first frame, pages)), pages page-aligned.
+    pub fn rdmp_dump(dump_type: u32, ranges: &[(u64, u64)]) -> Vec<u8> {
+        let mut f = header(dump_type);
+        let metadata = (0x10 + (ranges.len() + 1) * 16).next_multiple_of(0x1000) - 0x20;
+        let first_page = 0x2020 + metadata as u64;
+        let total: u64 = ranges.iter().map(|r| r.1).sum();
+        let mut h = vec![0u8; 0x30];
+        h[0..4].copy_from_slice(&0x40u32.to_le_bytes());
+        h[4..12].copy_from_slice(b"RDMPDUMP");
+        h[0x10..0x18].copy_from_slice(&(metadata as u64).to_le_bytes());
+        h[0x18..0x20].copy_from_slice(&first_page.to_le_bytes());
+        h[0x20..0x24].copy_from_slice(&(ranges.len() as u32).to_le_bytes());
+        h[0x28..0x30].copy_from_slice(&total.to_le_bytes());
+        f.extend_from_slice(&h);
+        for (pfn, n) in ranges {
+            f.extend_from_slice(&pfn.to_le_bytes());
+            f.extend_from_slice(&n.to_le_bytes());
+        }
+        f.resize(first_page as usize + total as usize * PAGE_SIZE as usize, 0);
+        f
+    }
+
+    #[test]
+    fn rdmp_pages_follow_the_metadata_range_after_range() {
+        for dump_type in [8, 9, 10] {
+            let f = rdmp_dump(dump_type, &[(0x10, 2), (0x12, 1), (0x1, 1)]);
+            let m = map(&f, DumpKind::Rdmp).unwrap();
+            assert_eq!(m.pages(), 4, "{dump_type}");
+            assert_eq!(m.runs().len(), 2, "adjacent ranges merge");
+            assert_eq!(m.file_offset(0x10), Some(0x3000));
+            assert_eq!(m.file_offset(0x12), Some(0x5000));
+            assert_eq!(m.file_offset(0x1), Some(0x6000));
+            assert_eq!(m.file_offset(0x13), None);
+        }
+        // A complete dump may hold frame 0: its list ends by TotalNumberOfPages.
+        let f = rdmp_dump(10, &[(0, 2), (5, 1)]);
+        let m = map(&f, DumpKind::Rdmp).unwrap();
+        assert_eq!((m.pages(), m.file_offset(0)), (3, Some(0x3000)));
+        // A kernel dump's list ends at PFN 0.
+        let f = rdmp_dump(8, &[(3, 1), (0, 2), (5, 1)]);
+        assert_eq!(map(&f, DumpKind::Rdmp).unwrap().pages(), 1);
+    }
+
+    #[test]
+    fn hostile_rdmp_headers_are_refused() {
+        let f = rdmp_dump(8, &[(1, 1)]);
+        let mut bad = f.clone();
+        bad[0x2004..0x2008].copy_from_slice(b"XDMP");
+        assert!(map(&bad, DumpKind::Rdmp)
+            .unwrap_err()
+            .to_string()
+            .contains("RDMP"));
+        let mut bad = f.clone();
+        bad[0x2018..0x2020].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert!(map(&bad, DumpKind::Rdmp)
+            .unwrap_err()
+            .to_string()
+            .contains("MetadataSize"));
+        let mut bad = f.clone();
+        bad[0x2038..0x2040].copy_from_slice(&(1u64 << 30).to_le_bytes());
+        assert!(map(&bad, DumpKind::Rdmp)
+            .unwrap_err()
+            .to_string()
+            .contains("cut short"));
+        let mut bad = f.clone();
+        bad[0x2030..0x2038].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert!(map(&bad, DumpKind::Rdmp)
+            .unwrap_err()
+            .to_string()
+            .contains("2^52"));
+        assert!(map(&f[..0x2010], DumpKind::Rdmp).is_err());
     }
 
     fn map(file: &[u8], kind: DumpKind) -> Result<PhysMap> {

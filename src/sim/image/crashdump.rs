@@ -7,6 +7,16 @@
 //! | `full` | 1 (DUMP_TYPE_FULL, a complete memory dump as `.dump /f` writes it) | nothing: the runs are in the header's PhysicalMemoryBlock | every RAM frame, run by run |
 //! | `kernel` | 5 (bitmap) with an `SDMP` summary header | `SDMP`/`DUMP` header + bitmap | only frames in use (kernel data and page tables): a kernel memory dump |
 //! | `bitmap` | 5 (bitmap) with an `FDMP` header | `FDMP`/`DUMP` header + bitmap | every RAM frame: a complete memory dump in bitmap form |
+//! | `live` | 6 (live kernel bitmap dump, Task Manager on 22H2+) with an `SDMP` header, bug check 0x161 LIVE_SYSTEM_DUMP | `SDMP`/`DUMP` header + bitmap | frames in use |
+//! | `rdmp-kernel` | 8 (`.dump /k`) | `RDMP_HEADER64`, PFN ranges | frames in use |
+//! | `rdmp-kernel-user` | 9 (`.dump /ka`) | as 8 | frames in use (the simulated machine has no user memory) |
+//! | `rdmp-complete` | 10 (`.dump /f` since 2022) | `RDMP_HEADER64` with NumberOfRanges and TotalNumberOfPages, PFN ranges | every RAM frame |
+//!
+//! The RDMP layout follows kdmp-parser's `kdmp-parser-structs.h` (`RDMP_HEADER64`: Marker 0x40,
+//! `RDMP`, `DUMP`, MetadataSize, FirstPageOffset = 0x2020 + MetadataSize; `FULL_RDMP_HEADER64`:
+//! NumberOfRanges, TotalNumberOfPages) and its `BuildPhysicalMemoryFromDump` (ranges of (PFN,
+//! page count) from 0x2030, ended by a PFN 0 entry; the pages in range order from
+//! FirstPageOffset). The metadata is padded with zero ranges so the first page is page-aligned.
 //!
 //! Sources (read for the facts, nothing copied): the header layout is Microsoft's `DUMP_HEADER64`
 //! (windows-docs-rs `Win32::System::Diagnostics::Debug::DUMP_HEADER64`) with the offsets that
@@ -44,6 +54,17 @@ pub const BITMAP_VALID_DUMP: &[u8; 4] = b"DUMP";
 /// DumpType values (rizin `dmp_specs.h`, kdmp-parser `DumpType_t`).
 pub const DUMP_TYPE_FULL: u32 = 1;
 pub const DUMP_TYPE_BITMAP: u32 = 5;
+/// kdmp-parser `DumpType_t`: LiveKernelBitmapDump, KernelMemoryDump, KernelAndUserMemoryDump,
+/// CompleteMemoryDump.
+pub const DUMP_TYPE_LIVE_KERNEL: u32 = 6;
+pub const DUMP_TYPE_RDMP_KERNEL: u32 = 8;
+pub const DUMP_TYPE_RDMP_KERNEL_USER: u32 = 9;
+pub const DUMP_TYPE_RDMP_COMPLETE: u32 = 10;
+/// The RDMP header's signatures and marker.
+pub const RDMP_SIGNATURE: &[u8; 4] = b"RDMP";
+pub const RDMP_MARKER: u32 = 0x40;
+/// LIVE_SYSTEM_DUMP: the bug check code of a live kernel dump (Microsoft's bug check reference).
+pub const BUGCHECK_LIVE_SYSTEM_DUMP: u32 = 0x161;
 /// MajorVersion of a free (retail) build; MinorVersion carries the build number.
 pub const MAJOR_VERSION_FREE: u32 = 0xF;
 /// MANUALLY_INITIATED_CRASH: what a dump forced from the debugger or keyboard reports.
@@ -110,20 +131,38 @@ pub mod bitmap_offsets {
 /// Runs that fit the header's 700-byte PhysicalMemoryBlock after its 16-byte head.
 pub const MAX_RUNS: usize = (offsets::PHYSICAL_MEMORY_BLOCK_SIZE - 16) / 16;
 
-/// Which of the three dump layouts to write.
+/// Which of the dump layouts to write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DumpKind {
     Full,
     Kernel,
     Bitmap,
+    Live,
+    RdmpKernel,
+    RdmpKernelUser,
+    RdmpComplete,
 }
 
 impl DumpKind {
+    pub const ALL: [DumpKind; 7] = [
+        DumpKind::Full,
+        DumpKind::Kernel,
+        DumpKind::Bitmap,
+        DumpKind::Live,
+        DumpKind::RdmpKernel,
+        DumpKind::RdmpKernelUser,
+        DumpKind::RdmpComplete,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             DumpKind::Full => "full",
             DumpKind::Kernel => "kernel",
             DumpKind::Bitmap => "bitmap",
+            DumpKind::Live => "live",
+            DumpKind::RdmpKernel => "rdmp-kernel",
+            DumpKind::RdmpKernelUser => "rdmp-kernel-user",
+            DumpKind::RdmpComplete => "rdmp-complete",
         }
     }
 
@@ -131,7 +170,26 @@ impl DumpKind {
         match self {
             DumpKind::Full => DUMP_TYPE_FULL,
             DumpKind::Kernel | DumpKind::Bitmap => DUMP_TYPE_BITMAP,
+            DumpKind::Live => DUMP_TYPE_LIVE_KERNEL,
+            DumpKind::RdmpKernel => DUMP_TYPE_RDMP_KERNEL,
+            DumpKind::RdmpKernelUser => DUMP_TYPE_RDMP_KERNEL_USER,
+            DumpKind::RdmpComplete => DUMP_TYPE_RDMP_COMPLETE,
         }
+    }
+
+    /// The header's BugCheckCode: a live dump says LIVE_SYSTEM_DUMP, the others a forced crash.
+    pub fn bug_check_code(self) -> u32 {
+        match self {
+            DumpKind::Live => BUGCHECK_LIVE_SYSTEM_DUMP,
+            _ => BUGCHECK_MANUALLY_INITIATED_CRASH,
+        }
+    }
+
+    fn is_rdmp(self) -> bool {
+        matches!(
+            self,
+            DumpKind::RdmpKernel | DumpKind::RdmpKernelUser | DumpKind::RdmpComplete
+        )
     }
 }
 
@@ -187,6 +245,8 @@ struct Layout {
     frames: Vec<u64>,
     /// For bitmap dumps: signature and bitmap bytes (bit n of byte n/8 = frame n, LSB first).
     bitmap: Option<(&'static [u8; 4], Vec<u8>)>,
+    /// For RDMP dumps: the section after the header (RDMP header, ranges, padding).
+    rdmp: Option<Vec<u8>>,
     /// Offset of the first page in the file.
     first_page: u64,
 }
@@ -200,14 +260,30 @@ impl Layout {
                 .flat_map(|(base, count)| base..base + count)
         };
         let (frames, signature): (Vec<u64>, _) = match kind {
-            DumpKind::Full => (ram().collect(), None),
-            DumpKind::Kernel => (physical.used_frames().collect(), Some(SUMMARY_SIGNATURE)),
+            DumpKind::Full | DumpKind::RdmpComplete => (ram().collect(), None),
+            DumpKind::Kernel | DumpKind::Live => {
+                (physical.used_frames().collect(), Some(SUMMARY_SIGNATURE))
+            }
+            DumpKind::RdmpKernel | DumpKind::RdmpKernelUser => {
+                (physical.used_frames().collect(), None)
+            }
             DumpKind::Bitmap => (ram().collect(), Some(FULL_BITMAP_SIGNATURE)),
         };
+        if kind.is_rdmp() {
+            let rdmp = rdmp_section(kind, &frames);
+            let first_page = (HEADER_SIZE + rdmp.len()) as u64;
+            return Layout {
+                frames,
+                bitmap: None,
+                rdmp: Some(rdmp),
+                first_page,
+            };
+        }
         match signature {
             None => Layout {
                 frames,
                 bitmap: None,
+                rdmp: None,
                 first_page: HEADER_SIZE as u64,
             },
             Some(signature) => {
@@ -221,6 +297,7 @@ impl Layout {
                 Layout {
                     frames,
                     bitmap: Some((signature, bitmap)),
+                    rdmp: None,
                     first_page: end.next_multiple_of(PAGE_SIZE),
                 }
             }
@@ -230,6 +307,38 @@ impl Layout {
     fn file_size(&self) -> u64 {
         self.first_page + self.frames.len() as u64 * PAGE_SIZE
     }
+}
+
+/// The RDMP section after the header: `RDMP_HEADER64`, the 16 kind-specific bytes, the (PFN,
+/// pages) ranges of `frames` (ascending) and a PFN 0 end, zero-padded so the first page that
+/// follows is page-aligned.
+fn rdmp_section(kind: DumpKind, frames: &[u64]) -> Vec<u8> {
+    let mut ranges: Vec<(u64, u64)> = Vec::new();
+    for &pfn in frames {
+        match ranges.last_mut() {
+            Some((first, count)) if *first + *count == pfn => *count += 1,
+            _ => ranges.push((pfn, 1)),
+        }
+    }
+    // RDMP_HEADER64 (0x20), kind-specific (0x10), ranges, one zero range; to a page boundary.
+    let len = (HEADER_SIZE + 0x30 + (ranges.len() + 1) * 16).next_multiple_of(PAGE_SIZE as usize)
+        - HEADER_SIZE;
+    let mut section = vec![0u8; len];
+    let metadata_size = (len - 0x20) as u64;
+    put_u32(&mut section, 0, RDMP_MARKER);
+    section[4..8].copy_from_slice(RDMP_SIGNATURE);
+    section[8..12].copy_from_slice(BITMAP_VALID_DUMP);
+    put_u64(&mut section, 0x10, metadata_size);
+    put_u64(&mut section, 0x18, (HEADER_SIZE + len) as u64);
+    if kind == DumpKind::RdmpComplete {
+        put_u32(&mut section, 0x20, ranges.len() as u32);
+        put_u64(&mut section, 0x28, frames.len() as u64);
+    }
+    for (i, (pfn, count)) in ranges.iter().enumerate() {
+        put_u64(&mut section, 0x30 + i * 16, *pfn);
+        put_u64(&mut section, 0x38 + i * 16, *count);
+    }
+    section
 }
 
 /// Writes a crash dump of `machine` to `path` (atomically: temporary file, fsync, rename).
@@ -270,6 +379,9 @@ fn write_body(
     let mut out = BufWriter::with_capacity(1 << 20, out);
     out.write_all(header)?;
     let mut written = header.len() as u64;
+    if let Some(rdmp) = &layout.rdmp {
+        out.write_all(rdmp)?;
+    }
     if let Some((signature, bitmap)) = &layout.bitmap {
         let mut head = [0u8; bitmap_offsets::BITMAP];
         head[bitmap_offsets::SIGNATURE..][..4].copy_from_slice(*signature);
@@ -346,11 +458,11 @@ fn header(
         o::NUMBER_PROCESSORS,
         u32::from(machine.processor_count()),
     );
-    put_u32(&mut h, o::BUGCHECK_CODE, BUGCHECK_MANUALLY_INITIATED_CRASH);
+    put_u32(&mut h, o::BUGCHECK_CODE, options.kind.bug_check_code());
     h[o::BUGCHECK_CODE + 4..o::KD_DEBUGGER_DATA_BLOCK].fill(0); // padding, parameters, VersionUser
     put_u64(&mut h, o::KD_DEBUGGER_DATA_BLOCK, machine.kdbg);
 
-    if layout.bitmap.is_none() {
+    if options.kind == DumpKind::Full {
         let runs = physical.ram_runs();
         if runs.len() > MAX_RUNS {
             return Err(DumpError::TooManyRuns(runs.len()));
@@ -442,7 +554,24 @@ mod tests {
                     }
                 }
             }
-            DUMP_TYPE_BITMAP => {
+            DUMP_TYPE_RDMP_KERNEL | DUMP_TYPE_RDMP_KERNEL_USER | DUMP_TYPE_RDMP_COMPLETE => {
+                let head = &file[HEADER_SIZE..];
+                assert_eq!(u32_at(head, 0), RDMP_MARKER);
+                assert_eq!(&head[4..12], b"RDMPDUMP");
+                let mut offset = u64_at(head, 0x18);
+                assert_eq!(offset, 0x2020 + u64_at(head, 0x10));
+                for range in head[0x30..].chunks_exact(16) {
+                    let (pfn, count) = (u64_at(range, 0), u64_at(range, 8));
+                    if pfn == 0 {
+                        break;
+                    }
+                    for pfn in pfn..pfn + count {
+                        map.insert(pfn, offset);
+                        offset += PAGE_SIZE;
+                    }
+                }
+            }
+            DUMP_TYPE_BITMAP | DUMP_TYPE_LIVE_KERNEL => {
                 let head = &file[HEADER_SIZE..];
                 let mut offset = u64_at(head, bitmap_offsets::FIRST_PAGE);
                 let bits = u64_at(head, bitmap_offsets::BITMAP_BITS);
@@ -481,7 +610,7 @@ mod tests {
     fn every_mapped_page_reads_back_through_the_dump_in_every_layout() {
         let mut machine = Machine::builder().processors(2).build();
         machine.memory.map(0xffff_c000_0000_0000, b"pool bytes");
-        for kind in [DumpKind::Full, DumpKind::Kernel, DumpKind::Bitmap] {
+        for kind in DumpKind::ALL {
             let (file, summary) = write(&machine, kind);
             assert_eq!(summary.file_size, file.len() as u64);
             assert_eq!(
