@@ -12,7 +12,9 @@
 //! (with `handle_signals`) finish the current stop — the target is resumed — write the
 //! report, and end the watch.
 
+pub mod fleet;
 pub mod html;
+pub mod metrics;
 pub mod series;
 
 use std::fs::{File, OpenOptions};
@@ -47,8 +49,9 @@ pub struct WatchOptions {
     pub count: Option<u64>,
     /// Stop when the next poll would start later than this after the first.
     pub duration: Option<Duration>,
-    /// The JSONL series (truncated at the start, then one line appended per poll).
-    pub out: PathBuf,
+    /// The JSONL series (truncated at the start, then one line appended per poll). `None` in a
+    /// fleet, where the records go to the observers (one tagged stream).
+    pub out: Option<PathBuf>,
     /// The HTML report, rewritten atomically after every poll.
     pub report: Option<PathBuf>,
     /// End the watch with [`WatchEnd::GrowthExceeded`] once outstanding bytes grew more than
@@ -64,6 +67,57 @@ pub struct WatchOptions {
     pub max_backoff: Duration,
     /// Give up (connection error, exit 3) after failing this long without a good poll.
     pub give_up_after: Duration,
+    /// The target's name in what the observers are told (a fleet's target name; `target` for a
+    /// single watch).
+    pub name: String,
+    /// A symbol loader shared with other watches of the same process (a fleet): one PDB cache.
+    /// `None`: the watch makes its own from `stop.symbols`.
+    pub symbols: Option<SharedSymbols>,
+    /// Told about every poll (the fleet's stream and pages, the Prometheus metrics).
+    pub observers: Observers,
+    /// Retry failures before the first good poll too (a fleet: a lab machine that is off when the
+    /// watch starts is waited for). A single watch fails fast: its setup is wrong.
+    pub retry_setup: bool,
+}
+
+/// Something told about each poll of a watch, from the watch's task; must not block.
+pub trait Observer: Send + Sync {
+    /// A poll ended (`record.ok` says how), after `poll_s` seconds of its last attempt.
+    fn poll(&self, event: &PollEvent<'_>);
+}
+
+/// One poll, as observers see it.
+pub struct PollEvent<'a> {
+    pub target: &'a str,
+    /// How the target is reached (no key material).
+    pub connection: &'a str,
+    pub record: &'a PollRecord,
+    /// Seconds the poll's last attempt took (connect, stops, reads, symbolization).
+    pub poll_s: f64,
+    pub meta: &'a html::Meta,
+    /// A failed attempt that will be retried: not a record of the series (the poll's record
+    /// comes when an attempt succeeds or the watch gives up), but the target is unreachable now.
+    pub retrying: bool,
+}
+
+/// A symbol loader several watches share.
+#[derive(Clone)]
+pub struct SharedSymbols(pub Arc<Symbols>);
+
+impl std::fmt::Debug for SharedSymbols {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SharedSymbols")
+    }
+}
+
+/// The observers of a watch.
+#[derive(Clone, Default)]
+pub struct Observers(pub Vec<Arc<dyn Observer>>);
+
+impl std::fmt::Debug for Observers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Observers({})", self.0.len())
+    }
 }
 
 impl Default for WatchOptions {
@@ -74,7 +128,7 @@ impl Default for WatchOptions {
             interval: Duration::from_secs(60),
             count: None,
             duration: None,
-            out: PathBuf::from("series.jsonl"),
+            out: Some(PathBuf::from("series.jsonl")),
             report: None,
             fail_on_growth: None,
             group_by: GroupBy::Caller,
@@ -83,6 +137,10 @@ impl Default for WatchOptions {
             backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(30),
             give_up_after: Duration::from_secs(600),
+            name: "target".into(),
+            symbols: None,
+            observers: Observers::default(),
+            retry_setup: false,
         }
     }
 }
@@ -257,14 +315,19 @@ fn append_line(file: &mut File, record: &PollRecord) -> std::io::Result<()> {
 /// Runs the watch. I/O errors on the output files are returned as `Err`; everything about
 /// the target ends up in [`WatchOutcome::end`].
 pub async fn run(spec: &ConnectSpec, options: &WatchOptions) -> std::io::Result<WatchOutcome> {
-    let mut out = OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .open(&options.out)?;
+    let mut out = match &options.out {
+        Some(path) => Some(
+            OpenOptions::new()
+                .create(true)
+                .write(true)
+                .truncate(true)
+                .open(path)?,
+        ),
+        None => None,
+    };
     let interrupt = Interrupt::new(options.stop.session.handle_signals);
     let started = Instant::now();
-    let mut symbols: Option<Arc<Symbols>> = None;
+    let mut symbols: Option<Arc<Symbols>> = options.symbols.as_ref().map(|s| Arc::clone(&s.0));
     let mut conn: Option<Conn> = None;
     let mut boot = BootState::default();
     let mut tracker = Tracker::new(options.group_by, options.growth_polls);
@@ -309,7 +372,9 @@ pub async fn run(spec: &ConnectSpec, options: &WatchOptions) -> std::io::Result<
         let mut last_error = String::new();
         let first_attempt = Instant::now();
         let mut reconnected = false;
+        let mut attempt;
         let (report, cost) = loop {
+            attempt = Instant::now();
             if conn.is_none() {
                 match connect(spec, &options.stop, &mut symbols, &interrupt).await {
                     Ok(c) => {
@@ -325,7 +390,7 @@ pub async fn run(spec: &ConnectSpec, options: &WatchOptions) -> std::io::Result<
                         failures += 1;
                         last_error = error.to_string();
                         // Before any good poll, a connection that fails is a setup problem.
-                        if !had_good_poll {
+                        if !had_good_poll && !options.retry_setup {
                             break 'watch WatchEnd::Failed(error);
                         }
                         if first_attempt.elapsed() >= options.give_up_after {
@@ -335,10 +400,28 @@ pub async fn run(spec: &ConnectSpec, options: &WatchOptions) -> std::io::Result<
                                 last_error.clone(),
                                 &PollCost::default(),
                             );
-                            emit(&mut out, &mut records, record, options, &meta)?;
+                            let poll_s = attempt.elapsed().as_secs_f64();
+                            emit(&mut out, &mut records, record, options, &meta, poll_s)?;
                             break 'watch WatchEnd::Failed(error);
                         }
-                        warn!(%error, failures, "cannot connect; retrying");
+                        {
+                            // Observers see each failed attempt: a target that went away shows
+                            // at once, not after `give_up_after`.
+                            let record = tracker.failed(
+                                poll,
+                                started.elapsed().as_secs_f64(),
+                                last_error.clone(),
+                                &PollCost::default(),
+                            );
+                            notify(
+                                options,
+                                &meta,
+                                &record,
+                                attempt.elapsed().as_secs_f64(),
+                                true,
+                            );
+                        }
+                        warn!(target = %options.name, %error, failures, "cannot connect; retrying");
                         tokio::select! {
                             () = tokio::time::sleep(backoff) => {}
                             name = interrupt.wait() => break 'watch WatchEnd::Interrupted(name),
@@ -364,14 +447,15 @@ pub async fn run(spec: &ConnectSpec, options: &WatchOptions) -> std::io::Result<
                 Err(error) => {
                     failures += 1;
                     last_error = error.to_string();
-                    if !retryable(&error, had_good_poll) {
+                    if !retryable(&error, had_good_poll || options.retry_setup) {
                         let record = tracker.failed(
                             poll,
                             started.elapsed().as_secs_f64(),
                             last_error.clone(),
                             &cost,
                         );
-                        emit(&mut out, &mut records, record, options, &meta)?;
+                        let poll_s = attempt.elapsed().as_secs_f64();
+                        emit(&mut out, &mut records, record, options, &meta, poll_s)?;
                         break 'watch WatchEnd::Failed(error);
                     }
                     // Start over on a new connection: the link state is unknown.
@@ -384,10 +468,26 @@ pub async fn run(spec: &ConnectSpec, options: &WatchOptions) -> std::io::Result<
                             last_error.clone(),
                             &cost,
                         );
-                        emit(&mut out, &mut records, record, options, &meta)?;
+                        let poll_s = attempt.elapsed().as_secs_f64();
+                        emit(&mut out, &mut records, record, options, &meta, poll_s)?;
                         break 'watch WatchEnd::Failed(error);
                     }
-                    warn!(%error, failures, "poll failed; reconnecting");
+                    {
+                        let record = tracker.failed(
+                            poll,
+                            started.elapsed().as_secs_f64(),
+                            last_error.clone(),
+                            &cost,
+                        );
+                        notify(
+                            options,
+                            &meta,
+                            &record,
+                            attempt.elapsed().as_secs_f64(),
+                            true,
+                        );
+                    }
+                    warn!(target = %options.name, %error, failures, "poll failed; reconnecting");
                     tokio::select! {
                         () = tokio::time::sleep(backoff) => {}
                         name = interrupt.wait() => break 'watch WatchEnd::Interrupted(name),
@@ -442,7 +542,8 @@ pub async fn run(spec: &ConnectSpec, options: &WatchOptions) -> std::io::Result<
             discontinuity,
         );
         let growth = record.growth_bytes;
-        emit(&mut out, &mut records, record, options, &meta)?;
+        let poll_s = attempt.elapsed().as_secs_f64();
+        emit(&mut out, &mut records, record, options, &meta, poll_s)?;
         last_report = Some(report);
         if let Some(limit) = options.fail_on_growth {
             if growth > 0 && growth as u64 > limit {
@@ -462,18 +563,44 @@ pub async fn run(spec: &ConnectSpec, options: &WatchOptions) -> std::io::Result<
     })
 }
 
-/// Appends the record to the series, shows it, and refreshes the HTML report.
+/// Tells the observers about a poll.
+fn notify(
+    options: &WatchOptions,
+    meta: &html::Meta,
+    record: &PollRecord,
+    poll_s: f64,
+    retrying: bool,
+) {
+    let event = PollEvent {
+        target: &options.name,
+        connection: &meta.connection,
+        record,
+        poll_s,
+        meta,
+        retrying,
+    };
+    for observer in &options.observers.0 {
+        observer.poll(&event);
+    }
+}
+
+/// Appends the record to the series, shows it, tells the observers, and refreshes the HTML
+/// report.
 fn emit(
-    out: &mut File,
+    out: &mut Option<File>,
     records: &mut Vec<PollRecord>,
     record: PollRecord,
     options: &WatchOptions,
     meta: &html::Meta,
+    poll_s: f64,
 ) -> std::io::Result<()> {
-    append_line(out, &record)?;
+    if let Some(out) = out {
+        append_line(out, &record)?;
+    }
     if options.live {
         eprintln!("{}", series::live_line(&record));
     }
+    notify(options, meta, &record, poll_s, false);
     records.push(record);
     if let Some(path) = &options.report {
         report::write_atomically(path, html::render(records, meta).as_bytes())?;
