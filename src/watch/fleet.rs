@@ -640,9 +640,12 @@ fn writer(
                     })
                     .unwrap_or_default();
                     line.push('\n');
+                    // One write per line, then to disk, as a single watch's series: a crash
+                    // never leaves a torn line.
                     if let Err(error) = stream
                         .write_all(line.as_bytes())
                         .and_then(|()| stream.flush())
+                        .and_then(|()| stream.sync_data())
                     {
                         warn!(%error, "cannot append to the fleet stream");
                     }
