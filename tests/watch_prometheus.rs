@@ -1,7 +1,7 @@
 //! `watch --metrics ADDR` scraped by a real Prometheus server (Debian's `prometheus`, which
 //! `scripts/test` installs): started on loopback with a temporary storage directory and a 1 s
 //! scrape interval pointing at kdleak, then asked through its HTTP API whether the leaking
-//! site's outstanding-bytes series rises.
+//! site's outstanding-bytes series rises and whether the README's alert rule fires for it.
 
 use std::path::Path;
 use std::process::Command;
@@ -41,6 +41,16 @@ fn query(prometheus: &str, expr: &str) -> Option<Value> {
     (answer["status"] == "success").then(|| answer["data"]["result"].clone())
 }
 
+/// The alert rules the README gives (the ```yaml block that starts with `# kdleak-rules.yml`).
+fn readme_rules() -> String {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let start = readme
+        .find("# kdleak-rules.yml\n")
+        .expect("the README has the alert rules");
+    let len = readme[start..].find("```").unwrap();
+    readme[start..start + len].to_string()
+}
+
 fn start_prometheus(dir: &Path, scrape: &str) -> (Running, String) {
     if Command::new("prometheus")
         .arg("--version")
@@ -57,11 +67,24 @@ fn start_prometheus(dir: &Path, scrape: &str) -> (Running, String) {
     std::fs::write(
         &config,
         format!(
-            "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\n\
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\n  evaluation_interval: 1s\n\
+             rule_files: ['rules.yml']\n\
              scrape_configs:\n  - job_name: kdleak\n    static_configs:\n      - targets: ['{scrape}']\n"
         ),
     )
     .unwrap();
+    std::fs::write(dir.join("rules.yml"), readme_rules()).unwrap();
+    let check = Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(dir.join("rules.yml"))
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "the README's alert rules: {}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
     let mut command = Command::new("prometheus");
     command
         .arg(format!("--config.file={}", config.display()))
@@ -166,6 +189,33 @@ fn prometheus_scrapes_a_fleet_and_sees_the_leaking_site_rise() {
         assert!(
             Instant::now() < deadline,
             "the growth streak never reached 3"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // The README's alert fires for the leaking site (5 growing polls; no `for`).
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (_, body) = get(&format!("{url}/api/v1/alerts"), &[]).unwrap();
+        let alerts: Value = serde_json::from_str(&body).unwrap();
+        let firing: Vec<&Value> = alerts["data"]["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["labels"]["alertname"] == "PoolLeakSuspected" && a["state"] == "firing")
+            .collect();
+        if !firing.is_empty() {
+            assert!(
+                firing
+                    .iter()
+                    .all(|a| a["labels"]["site"] == LEAKY_SITE
+                        && a["labels"]["target"] == "leaky-box"),
+                "{firing:?}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the README's alert never fired: {body}"
         );
         std::thread::sleep(Duration::from_millis(500));
     }
