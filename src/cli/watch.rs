@@ -31,8 +31,8 @@ pub struct WatchArgs {
     /// Watch a lab: the targets of this TOML file (README "A fleet in one process"), all at
     /// once. `--out` gets one stream with every record tagged by target, `--report` names a
     /// directory (index.html for the fleet, TARGET.html per target); --count, --duration,
-    /// --growth-polls, --group-by apply to every target, --sympath/--offline/--isf/--interval/
-    /// --give-up-after are defaults below the file's.
+    /// --growth-polls and --group-by apply to every target; --sympath, --offline, --isf,
+    /// --interval and --give-up-after are defaults below the file's.
     #[arg(long, value_name = "FILE")]
     pub targets: Option<PathBuf>,
     /// Serve Prometheus metrics (OpenMetrics text) at http://ADDR/metrics while watching
