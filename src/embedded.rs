@@ -99,13 +99,13 @@ fn unpack_in(base: &Path) -> Result<PathBuf, String> {
         tracing::info!(dir = %dir.display(), "replacing an incomplete copy of the built-in data");
         let _ = std::fs::remove_dir_all(&dir);
     }
+    // Private to this process and call: a crashed unpack leaves a dot-directory, never a
+    // half-filled `KEY`.
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let staging = base.join(format!(
         ".{KEY}.{}.{}",
         std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0)
+        CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     ));
     let result = extract(&staging).and_then(|()| match std::fs::rename(&staging, &dir) {
         Ok(()) => Ok(()),
@@ -180,6 +180,25 @@ mod tests {
             "{} >= {unpacked}",
             ARCHIVE.len()
         );
+    }
+
+    #[test]
+    fn unpackers_racing_for_one_directory_all_get_the_complete_copy() {
+        let base = tempfile::tempdir().unwrap();
+        let dirs: Vec<PathBuf> = std::thread::scope(|scope| {
+            let racers: Vec<_> = (0..8)
+                .map(|_| scope.spawn(|| unpack_in(base.path()).unwrap()))
+                .collect();
+            racers.into_iter().map(|r| r.join().unwrap()).collect()
+        });
+        assert!(dirs.iter().all(|d| *d == dirs[0]));
+        assert!(complete(&dirs[0]).unwrap());
+        // No staging directory is left behind.
+        let left: Vec<_> = std::fs::read_dir(base.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, [std::ffi::OsString::from(KEY)]);
     }
 
     #[test]
