@@ -130,6 +130,8 @@ fn fetch(manifest: &Path, home: &Path, args: &[&str], vars: &[(&str, &str)]) -> 
         "all_proxy",
         "NO_PROXY",
         "no_proxy",
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
     ] {
         command.env_remove(name);
     }
@@ -218,6 +220,46 @@ fn symbols_come_through_the_proxy_unless_no_proxy_says_otherwise_and_a_dead_prox
             "through the proxy {dead} from HTTP_PROXY: check HTTP_PROXY"
         )),
         "{stdout}"
+    );
+}
+
+#[test]
+fn https_goes_through_the_https_proxy_with_tls_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let (served, manifest) = store_and_manifest(dir.path());
+    let pki = symbol_server::test_pki(&["127.0.0.1"]);
+    let ca = dir.path().join("lab-ca.pem");
+    std::fs::write(&ca, &pki.ca_pem).unwrap();
+    let server = symbol_server::serve_tls(pki.server.clone(), move |p| {
+        symbol_server::files(&served, p)
+    });
+    let proxy = Tinyproxy::start(dir.path());
+    let store = dir.path().join("store");
+    let sympath = format!("srv*{}*https://127.0.0.1:{}", store.display(), server.port);
+    // HTTPS_PROXY is the one for https:// (HTTP_PROXY, dead here, is not consulted); the
+    // certificate is checked against the lab CA, so the proxy only relayed the TLS stream.
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let out = fetch(
+        &manifest,
+        home.path(),
+        &["--sympath", &sympath],
+        &[
+            ("HTTPS_PROXY", proxy.url().as_str()),
+            ("HTTP_PROXY", &dead),
+            ("SSL_CERT_FILE", ca.to_str().unwrap()),
+        ],
+    );
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(PDBS.iter().all(|n| in_store(&store, n)), "{stdout}");
+    assert_eq!(server.requests(), 2);
+    let to_server = format!("CONNECT 127.0.0.1:{} HTTP/1.1", server.port);
+    let through = proxy.requests();
+    assert_eq!(
+        through.iter().filter(|r| r.starts_with(&to_server)).count(),
+        2,
+        "the proxy's log: {through:?}"
     );
 }
 
