@@ -6,7 +6,7 @@
 //! * [`symbols`] — PDB (or ISF symbol pack) layouts and names, the symbol path; [`kernel_context`]
 //!   ties them together; [`needed`] — the PDBs a pull needs (`kdleak symbols manifest`).
 //! * [`info`] — `kdleak info`; [`decode`] / [`capture`] — `kdleak decode`.
-//! * [`sim`] — the simulated Windows target.
+//! * [`sim`] — the simulated Windows target; [`embedded`] — its fixtures, built into the binary.
 
 pub mod analyze;
 pub mod atomic_file;
@@ -15,6 +15,7 @@ pub mod capture;
 pub mod connect;
 pub mod decode;
 pub mod duration;
+pub mod embedded;
 pub mod image;
 pub mod info;
 pub mod kernel;

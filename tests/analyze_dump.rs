@@ -45,6 +45,14 @@ fn json(what: &str, bytes: &[u8]) -> Value {
 
 /// The report without the fields that say how the target was reached, when, and how long it
 /// was stopped (a dump has no stops).
+/// The fixture PDBs the simulated target's symbols come from: the binary's built-in copy
+/// (unpacked under the same HOME), so the reports name the same files.
+fn sim_fixtures() -> std::path::PathBuf {
+    kdleak::sim::world::scenario::default_root()
+        .unwrap()
+        .join("captures/fixtures")
+}
+
 fn without_transport(mut report: Value) -> Value {
     let target = report["target"].as_object_mut().expect("a target object");
     for key in ["connection", "time", "stops", "outside_s"] {
@@ -71,7 +79,7 @@ fn analyze(path: &Path, fixture: &str, args: &[&str]) -> Vec<u8> {
         .arg("analyze")
         .arg(path)
         .args(["--offline", "--sympath"])
-        .arg(root().join("captures/fixtures").join(fixture))
+        .arg(sim_fixtures().join(fixture))
         .args(args);
     run_ok(&format!("analyze {}", path.display()), analyze)
 }
@@ -168,7 +176,7 @@ fn a_dump_whose_kdbg_is_unusable_still_gives_the_live_report() {
         .args(["-v", "analyze"])
         .arg(&path)
         .args(["--offline", "--format", "json", "--sympath"])
-        .arg(root().join("captures/fixtures/win10-19041"));
+        .arg(sim_fixtures().join("win10-19041"));
     let out = finish(spawn(verbose), Duration::from_secs(60));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
@@ -248,7 +256,7 @@ fn the_symbol_path_comes_from_the_environment_or_either_option_spelling() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("win7-bitmap.dmp");
     write_dump("win7-myfault", "bitmap", &path);
-    let fixture = root().join("captures/fixtures/win7-7601");
+    let fixture = sim_fixtures().join("win7-7601");
     let mut from_env = kdleak();
     from_env
         .arg("analyze")

@@ -179,7 +179,7 @@ async fn a_generated_scenario_with_odd_special_pool_frees_and_a_wrapped_log() {
     let name = "gen:build=19041,drivers=3,allocs=1500,log=1.0,ring=4096,free=10,seed=5";
     let layout = Scenario::resolve(name)
         .unwrap()
-        .build_in(kdleak::sim::world::scenario::default_root())
+        .build_in(kdleak::sim::world::scenario::default_root().unwrap())
         .unwrap();
     let report = pull(name).await;
     assert!(report.complete, "{:?}", report.incomplete_reasons);

@@ -69,7 +69,7 @@ fn kdmp_parser_check(dump: &Path, reads: &[u64]) -> Value {
 /// The first allocation still live after the layout: verifier-tracked pool the leak pull reports.
 fn live_allocation(name: &str) -> u64 {
     let scenario = Scenario::resolve(name).unwrap();
-    let report = scenario.build_in(default_root()).unwrap();
+    let report = scenario.build_in(default_root().unwrap()).unwrap();
     report
         .allocations
         .iter()

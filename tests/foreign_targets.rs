@@ -59,7 +59,13 @@ impl QuirkySim {
         host.arg(command)
             .arg(format!("com:pipe,port={}", self.socket.display()))
             .args(["--offline", "--sympath"])
-            .arg(root().join(FIXTURE))
+            // The fixture as the in-process target of `normal_pull` finds it (the binary's
+            // built-in copy), so both reports name the same PDB files.
+            .arg(
+                kdleak::sim::world::scenario::default_root()
+                    .unwrap()
+                    .join(FIXTURE),
+            )
             .args(args);
         finish(spawn(host), Duration::from_secs(60))
     }

@@ -30,7 +30,7 @@ fn symbol(machine_symbols: &std::collections::BTreeMap<String, u64>, name: &str)
 fn page_tables_map_themselves_where_mm_pte_base_says() {
     for name in BUILTIN {
         let scenario = Scenario::from_name(name).unwrap();
-        let report = scenario.build_in(default_root()).unwrap();
+        let report = scenario.build_in(default_root().unwrap()).unwrap();
         let symbols = &report.image.symbols;
         let expected_slot = scenario.kernel.self_map_slot.unwrap().0 as u16;
         let mut machine = Machine::builder().image(report.image.clone()).build();
@@ -100,7 +100,7 @@ fn page_tables_map_themselves_where_mm_pte_base_says() {
 fn kuser_shared_data_and_the_version_block_are_the_builds() {
     for name in ["win7-myfault", "win10-myfault", "win11-myfault"] {
         let scenario = Scenario::from_name(name).unwrap();
-        let report = scenario.build_in(default_root()).unwrap();
+        let report = scenario.build_in(default_root().unwrap()).unwrap();
         let isf = Isf::load_cached(&report.isf_path).unwrap();
         let symbols = report.image.symbols.clone();
         let build = report.image.build;
@@ -217,9 +217,12 @@ fn generated_scenarios_get_a_deterministic_slot_and_bad_slots_are_refused() {
     assert_eq!(win7.self_map_slot, FIXED_SELF_MAP_SLOT);
 
     let with_slot = |name: &str, slot: &str| {
-        let text =
-            std::fs::read_to_string(default_root().join(format!("captures/scenarios/{name}.toml")))
-                .unwrap();
+        let text = std::fs::read_to_string(
+            default_root()
+                .unwrap()
+                .join(format!("captures/scenarios/{name}.toml")),
+        )
+        .unwrap();
         let text = text
             .lines()
             .map(|line| {
@@ -231,7 +234,9 @@ fn generated_scenarios_get_a_deterministic_slot_and_bad_slots_are_refused() {
             })
             .collect::<Vec<_>>()
             .join("\n");
-        Scenario::from_toml(&text).unwrap().build_in(default_root())
+        Scenario::from_toml(&text)
+            .unwrap()
+            .build_in(default_root().unwrap())
     };
     let error = with_slot("win7-myfault", "0x1a3").unwrap_err().to_string();
     assert!(error.contains("0x1ed"), "{error}");

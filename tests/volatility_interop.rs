@@ -135,7 +135,13 @@ fn volatility_finds_the_kernel_and_modules_kdleak_reports() {
             "{scenario}: kdleak sim --write-dump failed"
         );
 
-        let live = kdleak(&["info", &format!("sim:{scenario}"), "--format", "json"]);
+        let live = kdleak(&[
+            "info",
+            &format!("sim:{scenario}"),
+            "--offline",
+            "--format",
+            "json",
+        ]);
         let kern_base = hex_u64(&live["kernel_base"]);
         let fixture_dir = root().join("captures/fixtures").join(fixture);
         let analyzed = kdleak(&[

@@ -37,7 +37,7 @@ fn fixture() -> &'static Fixture {
             .replace("length = 0x10000", "length = 0x100");
         let image = Scenario::from_toml(&text)
             .unwrap()
-            .build_in(default_root())
+            .build_in(default_root().unwrap())
             .unwrap()
             .image;
         Fixture { pdb, image }

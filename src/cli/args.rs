@@ -46,7 +46,8 @@ pub fn read_key(args: KeyArgs) -> Result<Key> {
 #[derive(clap::Args, Debug, Clone)]
 pub struct SymbolArgs {
     /// Symbol path: `srv*CACHE*URL`, `srv*URL`, `cache*DIR`, directories, `;`-separated.
-    /// Default: $_NT_ALT_SYMBOL_PATH;$_NT_SYMBOL_PATH.
+    /// Default: $_NT_ALT_SYMBOL_PATH;$_NT_SYMBOL_PATH, or with neither set WinDbg's .symfix:
+    /// srv*<cache>*https://msdl.microsoft.com/download/symbols (HTTPS_PROXY/NO_PROXY honoured).
     #[arg(long, value_name = "PATH", alias = "symbol-path")]
     pub sympath: Option<String>,
     /// Never contact a symbol server; use local stores and the cache only.

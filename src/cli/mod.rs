@@ -10,8 +10,10 @@ use clap::{Parser, Subcommand, ValueEnum};
 mod analyze;
 mod args;
 mod attach;
+mod completions;
 mod decode;
 mod info;
+mod man;
 mod sim;
 mod symbols;
 mod types;
@@ -53,6 +55,10 @@ pub enum Command {
     /// For labs without a symbol server: list the PDBs a pull needs (`symbols manifest`), and
     /// fetch them into a symbol store on a connected machine (`symbols fetch`).
     Symbols(Box<symbols::SymbolsArgs>),
+    /// Print the shell completion script: `source <(kdleak completions bash)`.
+    Completions(completions::CompletionsArgs),
+    /// Print the manual page (roff): `kdleak man | man -l -`; --dir writes one per subcommand.
+    Man(man::ManArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -72,6 +78,20 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Sim(args) => sim::run(*args),
         Command::Types(args) => types::run(*args),
         Command::Symbols(args) => symbols::run(*args),
+        Command::Completions(args) => completions::run(args),
+        Command::Man(args) => man::run(args),
+    }
+}
+
+/// Writes `bytes` to standard output; a reader that stops early (`| head`) is not an error.
+fn print_all(bytes: &[u8], what: &str) -> Result<ExitCode> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(e).with_context(|| format!("cannot write {what} to standard output"))
+        }
+        _ => Ok(ExitCode::SUCCESS),
     }
 }
 

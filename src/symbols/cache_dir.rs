@@ -18,6 +18,17 @@ pub fn default_cache_dir() -> PathBuf {
     if let Some(dir) = env_dir("KDLEAK_SYMBOL_CACHE") {
         return dir;
     }
+    match cache_base() {
+        Some(base) => base.join("symbols"),
+        None => PathBuf::from("kdleak-symbols"),
+    }
+}
+
+/// kdleak's directory in the platform's per-user cache (`$XDG_CACHE_HOME/kdleak`, else
+/// `~/.cache/kdleak`; `~/Library/Caches/kdleak` on macOS; `%LOCALAPPDATA%\kdleak` on Windows);
+/// `None` without a home directory. The symbol cache and the unpacked built-in fixtures
+/// ([`crate::embedded`]) live under it.
+pub fn cache_base() -> Option<PathBuf> {
     let base = if cfg!(target_os = "macos") {
         env_dir("HOME").map(|h| h.join("Library").join("Caches"))
     } else if cfg!(windows) {
@@ -27,8 +38,5 @@ pub fn default_cache_dir() -> PathBuf {
             .filter(|p| p.is_absolute())
             .or_else(|| env_dir("HOME").map(|h| h.join(".cache")))
     };
-    match base {
-        Some(base) => base.join("kdleak").join("symbols"),
-        None => PathBuf::from("kdleak-symbols"),
-    }
+    base.map(|b| b.join("kdleak"))
 }

@@ -78,6 +78,19 @@ pub struct Symbols {
     pub(super) requested: Mutex<Vec<super::module::Requested>>,
 }
 
+/// Says once per process, before the first request to it, that the symbol path is WinDbg's
+/// `.symfix` default (no `--sympath`, `_NT_SYMBOL_PATH` or `_NT_ALT_SYMBOL_PATH` given).
+fn announce_symfix(cache: &Path, server: &str) {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        eprintln!(
+            "kdleak: no symbol path given (--sympath, _NT_SYMBOL_PATH): using srv*{}*{server}, \
+             as WinDbg's .symfix",
+            cache.display()
+        );
+    });
+}
+
 /// Whether a search may ask symbol servers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Network {
@@ -388,6 +401,9 @@ impl Symbols {
                 if self.opts.offline || network == Network::Skipped {
                     search.tried.push(format!("{base} (skipped: offline)"));
                     return Ok(None);
+                }
+                if self.opts.path.symfix {
+                    announce_symfix(&expand_to, base);
                 }
                 let Some(path) = self.download(base, id, &expand_to, search)? else {
                     return Ok(None);

@@ -12,6 +12,10 @@
 //!
 //! As in WinDbg, `_NT_ALT_SYMBOL_PATH` is searched before `_NT_SYMBOL_PATH` (the debugger docs:
 //! "the symbol path is created by appending _NT_SYMBOL_PATH after _NT_ALT_SYMBOL_PATH").
+//!
+//! With neither variable set and no `--sympath`, the path is what WinDbg's `.symfix` gives:
+//! `srv*<default cache>*https://msdl.microsoft.com/download/symbols` ([`SymbolPath::symfix`]).
+//! A variable set to the empty string is a choice, not an absence: the path is then empty.
 
 use std::path::PathBuf;
 
@@ -37,10 +41,17 @@ pub enum Element {
     },
 }
 
+/// Microsoft's public symbol server, the upstream of WinDbg's `.symfix` (the debugger docs,
+/// ".symfix (Set Symbol Store Path)": `srv*DownstreamStore*https://msdl.microsoft.com/download/symbols`).
+pub const MICROSOFT_SYMBOL_SERVER: &str = "https://msdl.microsoft.com/download/symbols";
+
 /// A parsed symbol path.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SymbolPath {
     pub elements: Vec<Element>,
+    /// The path is the `.symfix` default, none having been given ([`SymbolPath::from_env_or`]):
+    /// the first download from it is announced on stderr.
+    pub symfix: bool,
 }
 
 fn is_url(s: &str) -> bool {
@@ -119,14 +130,34 @@ impl SymbolPath {
                 _ => elements.push(Element::Dir(PathBuf::from(element))),
             }
         }
-        Ok(Self { elements })
+        Ok(Self {
+            elements,
+            symfix: false,
+        })
+    }
+
+    /// WinDbg's `.symfix`: Microsoft's public symbol server behind `default_cache`.
+    pub fn symfix(default_cache: &std::path::Path) -> Self {
+        Self {
+            elements: vec![Element::Server {
+                downstream: vec![default_cache.to_path_buf()],
+                upstream: Upstream::Url(MICROSOFT_SYMBOL_SERVER.into()),
+            }],
+            symfix: true,
+        }
     }
 
     /// `explicit` if given (`--sympath`), else `_NT_ALT_SYMBOL_PATH` followed by
-    /// `_NT_SYMBOL_PATH`; empty when none is set.
+    /// `_NT_SYMBOL_PATH`; when neither variable is set (an empty one counts as set), the
+    /// `.symfix` default ([`SymbolPath::symfix`]).
     pub fn from_env_or(explicit: Option<&str>, default_cache: &std::path::Path) -> Result<Self> {
         if let Some(text) = explicit {
             return Self::parse(text, default_cache);
+        }
+        if std::env::var_os("_NT_ALT_SYMBOL_PATH").is_none()
+            && std::env::var_os("_NT_SYMBOL_PATH").is_none()
+        {
+            return Ok(Self::symfix(default_cache));
         }
         let text = [
             std::env::var("_NT_ALT_SYMBOL_PATH").ok(),
@@ -147,6 +178,16 @@ impl SymbolPath {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn symfix_is_srv_star_the_default_cache_star_microsoft() {
+        let cache = std::path::Path::new("/home/u/.cache/kdleak/symbols");
+        let written =
+            SymbolPath::parse("srv*https://msdl.microsoft.com/download/symbols", cache).unwrap();
+        let symfix = SymbolPath::symfix(cache);
+        assert_eq!(symfix.elements, written.elements);
+        assert!(symfix.symfix && !written.symfix);
+    }
     use std::path::Path;
 
     fn p(s: &str) -> PathBuf {

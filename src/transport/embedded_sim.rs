@@ -71,7 +71,7 @@ fn machine_for(name: &str) -> Result<(Machine, PathBuf), TransportError> {
     {
         machine.set_time_scale(scale);
     }
-    Ok((machine, scenario.symbol_dir()))
+    Ok((machine, scenario.symbol_dir().map_err(unusable)?))
 }
 
 /// Starts the simulated target serving `scenario` (default [`DEFAULT_SCENARIO`]) and connects

@@ -14,13 +14,15 @@ pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The kdleak binary, run from the repository root, with no key or symbol path inherited.
+/// The kdleak binary, run from the repository root, with no key inherited and an explicitly
+/// empty symbol path: with none at all kdleak would use Microsoft's server (WinDbg's `.symfix`),
+/// and tests have no network. A test of that default removes `_NT_SYMBOL_PATH`.
 pub fn kdleak() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_kdleak"));
     command
         .current_dir(root())
         .env_remove("KDLEAK_KEY")
-        .env_remove("_NT_SYMBOL_PATH")
+        .env("_NT_SYMBOL_PATH", "")
         .env_remove("_NT_ALT_SYMBOL_PATH");
     command
 }

@@ -81,7 +81,7 @@ pub fn scenario() -> Scenario {
 pub fn layout() -> LayoutReport {
     static LAYOUT: OnceLock<LayoutReport> = OnceLock::new();
     LAYOUT
-        .get_or_init(|| scenario().build_in(default_root()).unwrap())
+        .get_or_init(|| scenario().build_in(default_root().unwrap()).unwrap())
         .clone()
 }
 

@@ -291,7 +291,7 @@ impl Machine {
     /// The machine for a scenario name or file ([`Scenario::resolve`]), laid out.
     pub fn for_scenario(name_or_path: &str) -> Result<Machine, ScenarioError> {
         let scenario = Scenario::resolve(name_or_path)?;
-        let report = scenario.build_in(crate::sim::world::scenario::default_root())?;
+        let report = scenario.build_in(crate::sim::world::scenario::default_root()?)?;
         let timeline = Timeline::new(&scenario, &report)?;
         let mut machine = Machine::builder().image(report.image).build();
         machine.timeline = timeline.map(Box::new);

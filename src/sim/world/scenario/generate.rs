@@ -241,7 +241,7 @@ impl Scenario {
             )),
         };
         let label = fixture.display().to_string();
-        let manifest = Manifest::load(&default_root().join(&fixture))?;
+        let manifest = Manifest::load(&default_root()?.join(&fixture))?;
         let img = |f: &str| {
             manifest.images.get(f).ok_or_else(|| {
                 ScenarioError::Manifest(format!(

@@ -42,6 +42,8 @@ pub enum ScenarioError {
     Manifest(String),
     #[error(transparent)]
     Isf(#[from] super::isf::IsfError),
+    #[error(transparent)]
+    Embedded(#[from] crate::embedded::EmbeddedError),
 }
 
 pub type Result<T> = std::result::Result<T, ScenarioError>;
@@ -361,9 +363,11 @@ pub const BUILTIN: &[&str] = &[
     "watch-leak",
 ];
 
-/// Default repository root for relative paths (this crate's directory).
-pub fn default_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+/// The root relative fixture and ISF paths (`captures/fixtures/…`, `captures/isf/…`) are
+/// resolved against: the built-in data, unpacked on first use ([`crate::embedded::root`]), so the
+/// simulator needs no checkout.
+pub fn default_root() -> Result<PathBuf> {
+    Ok(crate::embedded::root()?.to_path_buf())
 }
 
 impl Scenario {
@@ -397,8 +401,8 @@ impl Scenario {
 
     /// The directory holding the scenario's kernel and driver PDBs (its fixture), for a host's
     /// symbol path.
-    pub fn symbol_dir(&self) -> PathBuf {
-        default_root().join(&self.kernel.fixture)
+    pub fn symbol_dir(&self) -> Result<PathBuf> {
+        Ok(default_root()?.join(&self.kernel.fixture))
     }
 
     /// A built-in scenario by name (`win7-myfault`, `win10-myfault`, `win11-myfault`).
@@ -419,7 +423,7 @@ impl Scenario {
 
     /// Lays the scenario out, paths relative to [`default_root`].
     pub fn build(&self) -> Result<MemoryImage> {
-        Ok(self.build_in(default_root())?.image)
+        Ok(self.build_in(default_root()?)?.image)
     }
 
     /// Lays the scenario out with paths relative to `root`; also returns what was written where.
@@ -430,7 +434,7 @@ impl Scenario {
     /// Like [`Scenario::build`], with the list of every distinct ISF field the layout wrote (each
     /// once, in the order of first write).
     pub fn build_with_log(&self) -> Result<(MemoryImage, Vec<FieldUse>)> {
-        let r = self.build_in(default_root())?;
+        let r = self.build_in(default_root()?)?;
         Ok((r.image, r.field_uses))
     }
 }
