@@ -145,6 +145,9 @@ pub struct Session {
     read_size: usize,
     /// Where the last read ended: a read starting there is sequential and may read ahead.
     last_read_end: u64,
+    /// Where the last read started: a read ending there reads backwards (the log, newest
+    /// first) and may read behind its start.
+    last_read_start: u64,
     debug_output: Vec<String>,
     restarted: bool,
     stats: SessionStats,
@@ -173,6 +176,7 @@ impl Session {
             needed: Coverage::default(),
             read_size,
             last_read_end: 0,
+            last_read_start: 0,
             options,
             stop: None,
             debug_output: Vec::new(),
