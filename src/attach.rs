@@ -41,6 +41,9 @@ pub struct PullCost {
     pub outside_s: f64,
     /// Bytes per read request at the end (lower than asked when the target clips reads).
     pub read_size: usize,
+    /// The fewest requests that read the asked-for bytes and nothing else
+    /// ([`Session::request_floor`]).
+    pub min_requests_extents: u64,
     #[serde(flatten)]
     pub session: SessionStats,
 }
@@ -81,6 +84,7 @@ pub async fn run(spec: &ConnectSpec, options: &AttachOptions) -> session::Result
             stops: report.target.stops.clone(),
             outside_s: target.outside_s(),
             read_size: target.session().read_chunk(),
+            min_requests_extents: target.session().request_floor(),
             session: target.session().stats().clone(),
         };
         Ok(Attached { report, cost })

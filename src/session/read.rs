@@ -206,6 +206,14 @@ impl Coverage {
         self.ranges.clear();
     }
 
+    /// The fewest requests of `size` bytes that read every extent and nothing else.
+    pub(super) fn request_floor(&self, size: u64) -> u64 {
+        self.ranges
+            .iter()
+            .map(|(&s, &e)| (e - s).div_ceil(size.max(1)))
+            .sum()
+    }
+
     /// Adds `range`; returns how many bytes it added to the union.
     fn insert(&mut self, range: Range<u64>) -> u64 {
         if range.is_empty() {
@@ -481,6 +489,13 @@ mod tests {
         assert_eq!(c.insert(0x000..0x280), 0);
         assert_eq!(c.ranges.len(), 1);
         assert_eq!(c.insert(0x300..0x300), 0);
+        assert_eq!(c.request_floor(0x100), 3, "0x280 bytes in one extent");
+        assert_eq!(c.insert(0x1000..0x2000), 0x1000);
+        assert_eq!(
+            c.request_floor(0x550),
+            1 + 4,
+            "4 KiB apart takes 4, not 3.01"
+        );
         c.clear();
         assert_eq!(c.insert(0x000..0x10), 0x10);
     }
