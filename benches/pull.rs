@@ -366,7 +366,7 @@ fn run_case(case: &Case) -> Value {
     let goals = Goals {
         requests_within_2pct: Some(requests as f64 <= min as f64 * 1.02),
         requests_within_2pct_of_extents: (extents > 0)
-            .then(|| requests as f64 <= extents as f64 * 1.02),
+            .then_some(requests as f64 <= extents as f64 * 1.02),
         wall_over_floor: wall_goal(case).map(|goal| wall_s <= goal * floor),
         // Where requests are the work: elsewhere the stop's CPU is mostly the parsing of a
         // few dozen structures, not the link.
