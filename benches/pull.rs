@@ -31,10 +31,11 @@
 //!   stopped (kdleak's `--stats`, getrusage around each stop): the requests and the parsing of
 //!   what they read. `host_cpu_us_per_request` = `host_stopped_cpu_s` ÷ `requests`; on the serial
 //!   line also `host_cpu_us_per_kb` = `host_stopped_cpu_s` ÷ wire KB (1 KB = 1,024 bytes).
-//! * `sim_cpu_s`: CPU of every thread of the `kdleak sim` process while `kdleak attach` ran
-//!   (`/proc/PID/task/*/schedstat`, nanoseconds on CPU, after minus before);
-//!   `sim_cpu_us_per_request` = `sim_cpu_s` ÷ `requests` (its keep-alive pokes, one per 50 ms,
-//!   included).
+//! * `sim_cpu_s`: CPU of the `kdleak sim` process's threads while `kdleak attach` ran
+//!   (`/proc/PID/task/*/schedstat`, nanoseconds on CPU, after minus before), without its delay
+//!   line; `sim_cpu_us_per_request` = `sim_cpu_s` ÷ `requests` (its keep-alive pokes, one per
+//!   50 ms, included). `sim_delay_line_cpu_s`: the delay line's thread, which injects the RTT
+//!   and spins out the last 150 µs of each wait so datagrams arrive on time (0 at RTT 0).
 //! * `goals`: the targets of issue 18, each `true` or `false` where it applies: requests
 //!   within 2 % of `min_requests` (and, beside it, of `min_requests_extents`); wall ≤ 1.15 ×
 //!   floor at RTT 1 ms and ≤ 1.05 × at 5 ms for the bulk cases (medium, large, whole-log);
@@ -276,16 +277,31 @@ fn run_measured(command: &mut Command) -> Measured {
     }
 }
 
-/// Seconds every thread of process `pid` has been on a CPU so far (the first field of
-/// `/proc/PID/task/TID/schedstat`, in nanoseconds); `None` where /proc does not say.
-fn process_cpu_s(pid: u32) -> Option<f64> {
+/// Seconds the threads of process `pid` have been on a CPU so far (the first field of
+/// `/proc/PID/task/TID/schedstat`, in nanoseconds): the simulator's own work, and apart from
+/// it its delay line (the thread that holds datagrams back for the injected latency and spins
+/// out the last 150 µs of each wait to deliver them on time). `None` where /proc does not say.
+fn process_cpu_s(pid: u32) -> Option<SimCpu> {
     let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
-    let mut ns = 0u64;
+    let mut cpu = SimCpu::default();
     for task in tasks.flatten() {
         let text = std::fs::read_to_string(task.path().join("schedstat")).ok()?;
-        ns += text.split_whitespace().next()?.parse::<u64>().ok()?;
+        let seconds = text.split_whitespace().next()?.parse::<u64>().ok()? as f64 / 1e9;
+        let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if name.trim() == "sim-delay-line" {
+            cpu.delay_line_s += seconds;
+        } else {
+            cpu.work_s += seconds;
+        }
     }
-    Some(ns as f64 / 1e9)
+    Some(cpu)
+}
+
+/// CPU seconds of the simulator: its work, and its delay line's.
+#[derive(Debug, Default, Clone, Copy)]
+struct SimCpu {
+    work_s: f64,
+    delay_line_s: f64,
 }
 
 /// The fewest requests for `needed` bytes at the largest read the transport carries, each a
@@ -334,9 +350,14 @@ fn run_case(case: &Case) -> Value {
         .stderr(Stdio::inherit());
     let sim_cpu_before = process_cpu_s(sim.child.id());
     let measured = run_measured(&mut attach);
-    let sim_cpu_s = sim_cpu_before
+    let sim_cpu = sim_cpu_before
         .zip(process_cpu_s(sim.child.id()))
-        .map(|(before, after)| after - before);
+        .map(|(before, after)| SimCpu {
+            work_s: after.work_s - before.work_s,
+            delay_line_s: after.delay_line_s - before.delay_line_s,
+        });
+    let sim_cpu_s = sim_cpu.map(|c| c.work_s);
+    let delay_line_cpu_s = sim_cpu.map(|c| c.delay_line_s);
     let cost = read_json(&stats);
     let number = |key: &str| cost[key].as_u64().unwrap_or(0);
     let wire_bytes = number("bytes_in") + number("bytes_out");
@@ -409,6 +430,7 @@ fn run_case(case: &Case) -> Value {
         "host_cpu_us_per_kb": host_us_per_kb,
         "sim_cpu_s": sim_cpu_s.map(round),
         "sim_cpu_us_per_request": sim_cpu_s.and_then(per_request),
+        "sim_delay_line_cpu_s": delay_line_cpu_s.map(round),
         "ntoseye_s": ntoseye_s.map(round),
         "goals": goals.to_json(),
     })
