@@ -33,11 +33,17 @@ pub struct PullCost {
     pub stopped_s: f64,
     /// Each stop, in order: what it was for and how long it froze the target.
     pub stops: Vec<TargetStop>,
+    /// CPU seconds (user + system) the host process spent while the target was frozen: the
+    /// requests' cost on this side of the link (`cargo bench --bench pull` divides it by them).
+    pub stopped_cpu_s: f64,
     /// Seconds of host work while the target ran (symbols fetched between the stops,
     /// symbolizing after the last).
     pub outside_s: f64,
     /// Bytes per read request at the end (lower than asked when the target clips reads).
     pub read_size: usize,
+    /// The fewest requests that read the asked-for bytes and nothing else
+    /// ([`Session::request_floor`]).
+    pub min_requests_extents: u64,
     #[serde(flatten)]
     pub session: SessionStats,
 }
@@ -74,9 +80,11 @@ pub async fn run(spec: &ConnectSpec, options: &AttachOptions) -> session::Result
         report.target.outside_s = Some(target.outside_s());
         let cost = PullCost {
             stopped_s: report.target.frozen_s(),
+            stopped_cpu_s: target.stopped_cpu_s(),
             stops: report.target.stops.clone(),
             outside_s: target.outside_s(),
             read_size: target.session().read_chunk(),
+            min_requests_extents: target.session().request_floor(),
             session: target.session().stats().clone(),
         };
         Ok(Attached { report, cost })

@@ -80,6 +80,22 @@ pub struct Target<'a> {
     connection: String,
     stops: Vec<TargetStop>,
     outside: Duration,
+    /// CPU time (user + system) this process spent inside the stops.
+    stopped_cpu: Duration,
+}
+
+/// CPU time (user + system) this process has used so far; zero if the OS will not say. What a
+/// stop costs the host, as opposed to how long it took (which other load stretches).
+pub fn process_cpu_time() -> Duration {
+    use nix::sys::resource::{getrusage, UsageWho};
+    let Ok(usage) = getrusage(UsageWho::RUSAGE_SELF) else {
+        return Duration::ZERO;
+    };
+    let micros = |t: nix::sys::time::TimeVal| {
+        Duration::from_secs(t.tv_sec().max(0) as u64)
+            + Duration::from_micros(t.tv_usec().max(0) as u64)
+    };
+    micros(usage.user_time()) + micros(usage.system_time())
 }
 
 impl<'a> Target<'a> {
@@ -95,6 +111,7 @@ impl<'a> Target<'a> {
             connection,
             stops: Vec::new(),
             outside: Duration::ZERO,
+            stopped_cpu: Duration::ZERO,
         }
     }
 
@@ -119,6 +136,11 @@ impl<'a> Target<'a> {
     /// The stops so far, in order.
     pub fn stops(&self) -> &[TargetStop] {
         &self.stops
+    }
+
+    /// CPU seconds (user + system) this process spent inside the stops so far.
+    pub fn stopped_cpu_s(&self) -> f64 {
+        self.stopped_cpu.as_secs_f64()
     }
 
     /// Seconds of [`Target::run_outside`] work so far.
@@ -163,7 +185,9 @@ impl<'a> Target<'a> {
             return Err(Error::Interrupted(name));
         }
         let stopped = Instant::now();
+        let cpu = process_cpu_time();
         let result = self.session.run_stopped(work).await;
+        self.stopped_cpu += process_cpu_time().saturating_sub(cpu);
         self.stops.push(TargetStop {
             purpose: StopPurpose::Read,
             frozen_s: stopped.elapsed().as_secs_f64(),

@@ -248,6 +248,74 @@ async fn a_target_that_clips_reads_sets_the_request_size() {
     .expect("test timed out");
 }
 
+/// A table read backwards in blocks (the log, newest first) costs whole requests: each block's
+/// lowest request reaches down into the next block, which then starts from the cache. Where
+/// nothing is mapped below, that read-behind fails and the block is read from its own start.
+#[tokio::test]
+async fn a_table_read_backwards_pays_no_short_request_per_block() {
+    timeout(LIMIT, async {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kd.sock");
+        let target = serial_target(&path, Behaviour::default());
+        let spec = ConnectSpec::Pipe {
+            path,
+            reconnect: false,
+            resets: None,
+        };
+        let t = transport::open(&spec, &OpenOptions::default())
+            .await
+            .unwrap();
+        let chunked = SessionOptions {
+            read_chunk: Some(0x300),
+            ..options()
+        };
+        let mut session = Session::attach(t, chunked).await.unwrap();
+        // Each stop starts with an empty cache; `blocks` are (start, length) from EDGE_PAGE.
+        let read_backwards = async |session: &mut Session, blocks: &[(u64, usize)]| {
+            session
+                .run_stopped(async |s: &mut Session| {
+                    let before = s.stats().requests;
+                    for &(start, len) in blocks {
+                        let block = s.read_virtual(EDGE_PAGE + start, len).await?;
+                        assert!(block.is_complete(), "{block:?}");
+                        assert!(
+                            block
+                                .bytes
+                                .iter()
+                                .enumerate()
+                                .all(|(i, b)| *b == (start as usize + i) as u8),
+                            "block at {start:#x}"
+                        );
+                    }
+                    Ok(s.stats().requests - before)
+                })
+                .await
+                .unwrap()
+        };
+        // 0x1000 bytes in 0x300-byte requests: 6 carry them. Block by block it took 8
+        // (2 per 0x400 block); reading behind, 2 + 2 + 1 + 1.
+        let blocks = [(0xc00, 0x400), (0x800, 0x400), (0x400, 0x400), (0, 0x400)];
+        assert_eq!(read_backwards(&mut session, &blocks).await, 6);
+        session.break_in().await.unwrap();
+        // The second block's read-behind starts below the page, where nothing is mapped:
+        // one failed request, then its own 3 (3 + 1 + 3).
+        let blocks = [(0x800, 0x800), (0, 0x800)];
+        assert_eq!(read_backwards(&mut session, &blocks).await, 7);
+        let sizes: Vec<u32> = target
+            .observed()
+            .requests
+            .iter()
+            .filter(|(api, _, _)| *api == ApiNumber::READ_VIRTUAL_MEMORY)
+            .map(|(_, _, len)| *len)
+            .collect();
+        assert!(sizes.iter().all(|&len| len <= 0x300), "{sizes:x?}");
+        let o = target.observed();
+        assert!(!o.stopped && o.stops == 2 && o.continues == 2, "{o:?}");
+    })
+    .await
+    .expect("test timed out");
+}
+
 #[tokio::test]
 async fn errors_and_timeouts_inside_still_resume() {
     timeout(LIMIT, async {

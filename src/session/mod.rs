@@ -145,6 +145,11 @@ pub struct Session {
     read_size: usize,
     /// Where the last read ended: a read starting there is sequential and may read ahead.
     last_read_end: u64,
+    /// Where the last read started: a read ending there reads backwards (the log, newest
+    /// first) and may read behind its start.
+    last_read_start: u64,
+    /// [`Session::request_floor`] of the stops before this one.
+    floor_before: u64,
     debug_output: Vec<String>,
     restarted: bool,
     stats: SessionStats,
@@ -173,6 +178,8 @@ impl Session {
             needed: Coverage::default(),
             read_size,
             last_read_end: 0,
+            last_read_start: 0,
+            floor_before: 0,
             options,
             stop: None,
             debug_output: Vec::new(),
@@ -210,6 +217,22 @@ impl Session {
 
     pub fn stats(&self) -> &SessionStats {
         &self.stats
+    }
+
+    /// The fewest requests that could have read what the callers asked for and nothing else:
+    /// each contiguous extent of the asked-for bytes in requests of the read size (a request
+    /// reads one contiguous range; at each stop's end its extents are counted at the read size
+    /// of the time). `bytes_needed` ÷ read size is lower when the extents are apart (tracker
+    /// pages 4 KiB long and scattered through the pool take 4 requests of 1360 bytes each,
+    /// not 3.01).
+    pub fn request_floor(&self) -> u64 {
+        self.floor_before + self.needed.request_floor(self.read_size as u64)
+    }
+
+    /// The stop is over: its asked-for extents go into [`Session::request_floor`].
+    fn end_coverage(&mut self) {
+        self.floor_before += self.needed.request_floor(self.read_size as u64);
+        self.needed.clear();
     }
 
     pub fn link_stats(&self) -> &kdproto::link::LinkStats {
@@ -463,7 +486,7 @@ impl Session {
         .await?;
         self.stop = None;
         self.cache.clear();
-        self.needed.clear();
+        self.end_coverage();
         info!("target resumed");
         Ok(())
     }
@@ -488,7 +511,7 @@ impl Session {
                 );
                 self.stop = Some(StopInfo::from_state_change(&sc));
                 self.cache.clear();
-                self.needed.clear();
+                self.end_coverage();
             }
             Message::DebugIo(io) if io.api == ApiNumber::PRINT_STRING => {
                 let text = String::from_utf8_lossy(io.text()).into_owned();
@@ -593,7 +616,7 @@ impl Session {
                 self.restarted = true;
                 self.stop = None;
                 self.cache.clear();
-                self.needed.clear();
+                self.end_coverage();
             }
         }
         Ok(())

@@ -16,6 +16,10 @@
 //! * A bulk read (at least one full request) that continues the previous read reads ahead to a
 //!   whole request at its end, so a caller reading a big table in blocks pays no short request
 //!   per block; reads elsewhere (a tracker page, a structure) fetch only what they ask for.
+//! * A bulk read that ends where the previous one started (a table read backwards in blocks:
+//!   the log, newest first) reads behind instead: its requests are whole ones counted down from
+//!   its end, and the lowest one reaches below its start into the next block, which is cached.
+//!   If that part cannot be read, the read is retried from its own start (one request more).
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -132,6 +136,21 @@ impl ReadCache {
         pieces
     }
 
+    /// The end of the last cached extent or hole that starts before `pos` (0 if none).
+    fn known_up_to(&self, pos: u64) -> u64 {
+        let readable = self
+            .readable
+            .range(..pos)
+            .next_back()
+            .map_or(0, |(&s, d)| s.saturating_add(d.len() as u64));
+        let unreadable = self
+            .unreadable
+            .range(..pos)
+            .next_back()
+            .map_or(0, |(_, &e)| e);
+        readable.max(unreadable)
+    }
+
     /// The start of the first cached extent or hole after `pos`.
     fn next_known_after(&self, pos: u64) -> Option<u64> {
         let after = pos.checked_add(1)?;
@@ -185,6 +204,14 @@ pub(super) struct Coverage {
 impl Coverage {
     pub(super) fn clear(&mut self) {
         self.ranges.clear();
+    }
+
+    /// The fewest requests of `size` bytes that read every extent and nothing else.
+    pub(super) fn request_floor(&self, size: u64) -> u64 {
+        self.ranges
+            .iter()
+            .map(|(&s, &e)| (e - s).div_ceil(size.max(1)))
+            .sum()
     }
 
     /// Adds `range`; returns how many bytes it added to the union.
@@ -257,8 +284,11 @@ impl Session {
         };
         let end = address.saturating_add(len as u64);
         self.stats.bytes_needed += self.needed.insert(address..end);
-        let sequential = len >= self.read_size && address == self.last_read_end;
+        let bulk = len >= self.read_size;
+        let sequential = bulk && address == self.last_read_end;
+        let backwards = bulk && address < end && end == self.last_read_start;
         self.last_read_end = end;
+        self.last_read_start = address;
         for piece in self.cache.plan(address..end) {
             match piece {
                 Piece::Cached(range) => {
@@ -268,7 +298,7 @@ impl Session {
                         self.stats.cache_hits += 1;
                     } else {
                         // Evicted by a fetch earlier in this read.
-                        self.fetch(range, None, &mut out).await?;
+                        self.fetch(range, None, None, &mut out).await?;
                     }
                 }
                 Piece::Unreadable(range) => out.mark_unreadable(range),
@@ -277,7 +307,10 @@ impl Session {
                         let limit = self.cache.next_known_after(end).unwrap_or(u64::MAX);
                         end.saturating_add(self.read_size as u64).min(limit)
                     });
-                    self.fetch(range, read_ahead, &mut out).await?;
+                    let read_behind = (backwards && range.start == address)
+                        .then(|| self.read_behind(&range))
+                        .flatten();
+                    self.fetch(range, read_ahead, read_behind, &mut out).await?;
                 }
             }
         }
@@ -288,16 +321,30 @@ impl Session {
         Ok(out)
     }
 
+    /// Where to start fetching the missing `range` of a backwards read so that its requests
+    /// are whole ones counted down from its end: the surplus below `range` is the next
+    /// block's top. `None` when nothing would be saved (the range is a whole number of
+    /// requests) or something already known lies in the way.
+    fn read_behind(&self, range: &Range<u64>) -> Option<u64> {
+        let size = self.read_size as u64;
+        let len = range.end - range.start;
+        let whole = len.div_ceil(size).checked_mul(size)?;
+        let start = range.end.checked_sub(whole)?;
+        (start < range.start && self.cache.known_up_to(range.start) <= start).then_some(start)
+    }
+
     /// Fetches `range` into `out` in requests of the read size; with `read_ahead`, the last
-    /// request reads on up to that address and caches the surplus.
+    /// request reads on up to that address and caches the surplus; with `read_behind` (below
+    /// `range.start`), the first request starts there and caches what lies below `range`.
     async fn fetch(
         &mut self,
         range: Range<u64>,
         read_ahead: Option<u64>,
+        read_behind: Option<u64>,
         out: &mut ReadOutcome,
     ) -> Result<()> {
         let cache_it = range.end - range.start <= CACHEABLE_READ as u64;
-        let mut pos = range.start;
+        let mut pos = read_behind.unwrap_or(range.start).min(range.start);
         while pos < range.end {
             let stop = read_ahead.unwrap_or(range.end).max(range.end);
             let want = (stop - pos).min(self.read_size as u64) as usize;
@@ -315,20 +362,40 @@ impl Session {
             let actual = reply.memory().map_or(0, |m| m.actual_bytes as usize);
             // ntoseye's checks: never trust more than asked, than claimed, or than present.
             let got = actual.min(reply.data.len()).min(want);
-            let data = &reply.data[..got];
+            let mut data = &reply.data[..got];
             self.stats.bytes_read += got as u64;
-            let inside = got.min((range.end - pos) as usize);
+            let succeeded = reply.return_status == STATUS_SUCCESS && got > 0;
+            if pos < range.start {
+                // Read behind `range`: keep what came for the next read, then go on inside.
+                let below = data.len().min((range.start - pos) as usize);
+                self.cache.insert_readable(pos, &data[..below]);
+                data = &data[below..];
+                if !succeeded || data.is_empty() {
+                    if succeeded && got < want && want == self.read_size {
+                        self.clip_read_size(got);
+                    }
+                    // Unreadable below, or clipped short of it: fetch `range` itself.
+                    pos = if succeeded {
+                        pos + got as u64
+                    } else {
+                        range.start
+                    };
+                    continue;
+                }
+                pos = range.start;
+            }
+            let got_inside = data.len();
+            let inside = got_inside.min((range.end - pos) as usize);
             let at = (pos - out.address) as usize;
             out.bytes[at..at + inside].copy_from_slice(&data[..inside]);
             if cache_it {
                 self.cache.insert_readable(pos, &data[..inside]);
             }
             self.cache.insert_readable(range.end, &data[inside..]);
-            let succeeded = reply.return_status == STATUS_SUCCESS && got > 0;
             if succeeded && got < want && want == self.read_size {
                 self.clip_read_size(got);
             }
-            pos += got as u64;
+            pos += got_inside as u64;
             if !succeeded && pos < range.end {
                 let hole = pos..next_page(pos);
                 out.mark_unreadable(pos..hole.end.min(range.end));
@@ -422,6 +489,13 @@ mod tests {
         assert_eq!(c.insert(0x000..0x280), 0);
         assert_eq!(c.ranges.len(), 1);
         assert_eq!(c.insert(0x300..0x300), 0);
+        assert_eq!(c.request_floor(0x100), 3, "0x280 bytes in one extent");
+        assert_eq!(c.insert(0x1000..0x2000), 0x1000);
+        assert_eq!(
+            c.request_floor(0x550),
+            1 + 4,
+            "4 KiB apart takes 4, not 3.01"
+        );
         c.clear();
         assert_eq!(c.insert(0x000..0x10), 0x10);
     }

@@ -6,7 +6,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 use cbc::cipher::block_padding::NoPadding;
-use cbc::cipher::{BlockDecryptMut, BlockEncryptMut, KeyIvInit};
+use cbc::cipher::{BlockDecryptMut, BlockEncryptMut, InnerIvInit, KeyInit};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
@@ -101,35 +101,71 @@ pub struct Datagram {
 
 /// The keys a datagram needs: K for the control channel, ~K for every tag, and DK once a
 /// handshake has happened (kdnet.md §2.2, §2.3).
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// The AES key schedules and the keyed HMAC state are derived once, when a key is set, not per
+/// datagram: a pull seals and opens four datagrams per request, and expanding two AES-256 keys
+/// and hashing the HMAC key's two pad blocks each time was work that never changes.
+#[derive(Clone)]
 pub struct Keys {
     control: Key,
     hmac: HmacKey,
     data: Option<DataKey>,
+    control_cipher: aes::Aes256,
+    data_cipher: Option<aes::Aes256>,
+    /// HMAC-SHA256 keyed with ~K, before any message byte: cloned for each tag.
+    keyed_mac: HmacSha256,
+}
+
+impl PartialEq for Keys {
+    /// The key material decides; the schedules are derived from it.
+    fn eq(&self, other: &Self) -> bool {
+        self.control == other.control && self.hmac == other.hmac && self.data == other.data
+    }
+}
+
+impl Eq for Keys {}
+
+impl std::fmt::Debug for Keys {
+    /// Key types print redacted; the schedules are not printed at all.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Keys")
+            .field("control", &self.control)
+            .field("hmac", &self.hmac)
+            .field("data", &self.data)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Keys {
     /// Keys before any handshake: the data channel is closed until [`Keys::set_data_key`].
     pub fn new(control: Key) -> Self {
         let hmac = control.hmac_key();
+        let control_cipher = aes::Aes256::new(control.as_bytes().into());
+        let keyed_mac = <HmacSha256 as Mac>::new_from_slice(hmac.as_bytes())
+            .expect("HMAC takes keys of any length");
         Self {
             control,
             hmac,
             data: None,
+            control_cipher,
+            data_cipher: None,
+            keyed_mac,
         }
     }
 
     pub fn with_data_key(mut self, data: DataKey) -> Self {
-        self.data = Some(data);
+        self.set_data_key(data);
         self
     }
 
     pub fn set_data_key(&mut self, data: DataKey) {
+        self.data_cipher = Some(aes::Aes256::new(data.as_bytes().into()));
         self.data = Some(data);
     }
 
     pub fn clear_data_key(&mut self) {
         self.data = None;
+        self.data_cipher = None;
     }
 
     pub fn control(&self) -> &Key {
@@ -144,15 +180,11 @@ impl Keys {
         self.data.as_ref()
     }
 
-    /// AES key for a channel (kdnet.md §2.3).
-    fn cipher_key(&self, channel: Channel) -> Result<&[u8; 32]> {
+    /// The AES key schedule for a channel (kdnet.md §2.3: K on control, DK on data).
+    fn cipher(&self, channel: Channel) -> Result<&aes::Aes256> {
         match channel {
-            Channel::Control => Ok(self.control.as_bytes()),
-            Channel::Data => self
-                .data
-                .as_ref()
-                .map(DataKey::as_bytes)
-                .ok_or(Error::NoDataKey),
+            Channel::Control => Ok(&self.control_cipher),
+            Channel::Data => self.data_cipher.as_ref().ok_or(Error::NoDataKey),
         }
     }
 }
@@ -207,10 +239,10 @@ fn seal_plaintext(
 ) -> Result<Bytes> {
     debug_assert!(!plaintext.is_empty() && plaintext.len() % BLOCK_LEN == 0);
     let header = header(version, channel);
-    let cipher_key = keys.cipher_key(channel)?;
-    let tag = tag(keys.hmac(), &header, &plaintext);
+    let cipher = keys.cipher(channel)?;
+    let tag = tag(keys, &header, &plaintext);
     let len = plaintext.len();
-    Aes256CbcEnc::new(cipher_key.into(), (&tag).into())
+    Aes256CbcEnc::inner_iv_init(cipher.clone(), (&tag).into())
         .encrypt_padded_mut::<NoPadding>(&mut plaintext, len)
         .expect("plaintext is whole blocks");
     let mut out = BytesMut::with_capacity(HEADER_LEN + len + TAG_LEN);
@@ -232,16 +264,15 @@ fn header(version: u8, channel: Channel) -> [u8; HEADER_LEN] {
 }
 
 /// The HMAC-SHA256 state over header ‖ plaintext, keyed with ~K (kdnet.md §2.3).
-fn mac(hmac_key: &HmacKey, header: &[u8], plaintext: &[u8]) -> HmacSha256 {
-    let mut mac = <HmacSha256 as Mac>::new_from_slice(hmac_key.as_bytes())
-        .expect("HMAC takes keys of any length");
+fn mac(keys: &Keys, header: &[u8], plaintext: &[u8]) -> HmacSha256 {
+    let mut mac = keys.keyed_mac.clone();
     mac.update(header);
     mac.update(plaintext);
     mac
 }
 
-fn tag(hmac_key: &HmacKey, header: &[u8], plaintext: &[u8]) -> [u8; TAG_LEN] {
-    let full = mac(hmac_key, header, plaintext).finalize().into_bytes();
+fn tag(keys: &Keys, header: &[u8], plaintext: &[u8]) -> [u8; TAG_LEN] {
+    let full = mac(keys, header, plaintext).finalize().into_bytes();
     full[..TAG_LEN].try_into().expect("SHA-256 is 32 bytes")
 }
 
@@ -265,16 +296,16 @@ pub fn peek(bytes: &[u8]) -> Result<(u8, Channel)> {
 /// The direction is reported, not judged: that depends on the reader's role (see `Endpoint`).
 pub fn open(bytes: &[u8], keys: &Keys) -> Result<Datagram> {
     let (version, channel) = peek(bytes)?;
-    let cipher_key = keys.cipher_key(channel)?;
+    let cipher = keys.cipher(channel)?;
     let (header, rest) = bytes.split_at(HEADER_LEN);
     let (ciphertext, tag) = rest.split_at(rest.len() - TAG_LEN);
     let iv: &[u8; TAG_LEN] = tag.try_into().expect("split at TAG_LEN");
 
     let mut plaintext = ciphertext.to_vec();
-    Aes256CbcDec::new(cipher_key.into(), iv.into())
+    Aes256CbcDec::inner_iv_init(cipher.clone(), iv.into())
         .decrypt_padded_mut::<NoPadding>(&mut plaintext)
         .expect("ciphertext is whole blocks");
-    mac(keys.hmac(), header, &plaintext)
+    mac(keys, header, &plaintext)
         .verify_truncated_left(tag)
         .map_err(|_| Error::AuthenticationFailed)?;
 

@@ -256,18 +256,25 @@ pub(crate) async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
+/// Seals everything the target has to send, then sends it: the ACK of a request and its reply
+/// leave back to back, so the host usually finds both on one wake-up instead of being woken
+/// for the ACK and again, a seal later, for the reply.
 async fn flush(medium: &mut FaultyUdp, core: &mut TargetCore, endpoint: &mut Endpoint) {
+    let mut sealed = Vec::new();
     while let Some(transmit) = core.poll_transmit() {
         if !endpoint.has_data_key() {
             continue; // No session: nothing can carry it.
         }
-        let sealed = transmit
+        match transmit
             .to_bytes(Framing::Datagram)
-            .and_then(|body| endpoint.seal_data_raw(body));
-        match sealed {
-            Ok(wire) => medium.send(&wire).await,
+            .and_then(|body| endpoint.seal_data_raw(body))
+        {
+            Ok(wire) => sealed.push(wire),
             Err(error) => tracing::warn!("sim kdnet: cannot seal: {error}"),
         }
+    }
+    for wire in sealed {
+        medium.send(&wire).await;
     }
 }
 
