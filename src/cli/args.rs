@@ -197,6 +197,7 @@ pub struct ReportArgs {
 impl ReportArgs {
     pub fn pull_options(&self) -> kdleak::verifier::PullOptions {
         kdleak::verifier::PullOptions {
+            bug_check: None,
             drivers: self.drivers.clone(),
             no_log: self.no_log,
             // `--history` prints what `!verifier 80` would: every record of the block's range.

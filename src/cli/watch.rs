@@ -72,6 +72,7 @@ pub fn run(args: WatchArgs) -> Result<ExitCode> {
     let options = kdleak::watch::WatchOptions {
         stop,
         pull: kdleak::verifier::PullOptions {
+            bug_check: None,
             drivers: args.drivers,
             no_log: false,
             history_limit: 1,

@@ -460,6 +460,8 @@ mod tests {
             complete: true,
             incomplete_reasons: Vec::new(),
             symbols_skipped: Vec::new(),
+            bugcheck: None,
+            unloaded_modules: Vec::new(),
         }
     }
 
