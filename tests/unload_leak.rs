@@ -192,6 +192,37 @@ fn callers_in_an_unloaded_driver_read_unloaded_and_a_wrong_count_is_flagged() {
         assert!(stack[2].starts_with("<Unloaded_leaky.sys>+0x"), "{stack:?}");
     }
 
+    // `info` lists them like `lm`, and names the stop.
+    let mut info = kdleak();
+    info.args(["info", "sim:win10-unload-leak", "--offline"]);
+    let (ok, stdout, stderr) = run(info);
+    assert!(ok, "{stderr}");
+    let text = String::from_utf8_lossy(&stdout);
+    let listed = text
+        .split("Unloaded modules:\n")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no Unloaded modules in:\n{text}"));
+    assert!(
+        listed.starts_with("fffff880`0447c000 fffff880`04481000   myfault.sys"),
+        "{listed}"
+    );
+    assert!(text.contains("Bug check:           0xC4 (DRIVER_VERIFIER_DETECTED_VIOLATION) (0x62,"));
+
+    // --stay-broken keeps a bug-checked target stopped, and says so.
+    let mut stay = kdleak();
+    stay.args([
+        "attach",
+        "sim:win10-unload-leak",
+        "--offline",
+        "--stay-broken",
+    ]);
+    let (ok, _, stderr) = run(stay);
+    assert!(ok, "{stderr}");
+    assert!(
+        stderr.contains("--stay-broken keeps it stopped (resuming"),
+        "{stderr}"
+    );
+
     // An ordinary pull does not read the list.
     let (ordinary, _) = attach("win10-myfault");
     assert!(ordinary.get("unloaded_modules").is_none());

@@ -11,6 +11,9 @@ use super::facts;
 use super::layout::Nt;
 use super::model::{BugCheckReport, UnloadedModule};
 
+/// Longest unloaded-driver name accepted, in bytes (a file name has at most 255 characters).
+const MAX_NAME_BYTES: usize = 2 * 255;
+
 /// A bug check: the code and parameters 1–4.
 pub type BugCheckData = [u64; facts::BUGCHECK_DATA_VALUES];
 
@@ -174,7 +177,16 @@ pub async fn read_unloaded<M: Memory>(
                 format!("record {k} spans {start:#x}..{end:#x}, not a driver's range"),
             ));
         }
-        let name = kernel::read_utf16(mem, buffer, length, 512, "unloaded driver name")
+        let maximum = ((name_word >> 16) & 0xFFFF) as usize;
+        if length > MAX_NAME_BYTES || length > maximum || length % 2 != 0 {
+            return Err(corrupt(
+                record,
+                format!(
+                    "record {k}'s name is {length} bytes (maximum {maximum}), not a driver's name"
+                ),
+            ));
+        }
+        let name = kernel::read_utf16(mem, buffer, length, MAX_NAME_BYTES, "unloaded driver name")
             .await
             .map_err(|e| match e {
                 kernel::KernelError::Session(e) => VerifierError::Session(e),

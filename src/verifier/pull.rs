@@ -172,7 +172,8 @@ pub async fn read_with<M: Memory>(
     if let Some(data) = data {
         let described = bugcheck::describe(mem, &nt, &data, source, &mut problems).await?;
         if bugcheck::is_leak_on_unload(&data) {
-            match leaked_driver(mem, &nt, ctx, &data, &found, &mut unloaded).await {
+            let leaked = leaked_driver(mem, &nt, ctx, &data, &found, &mut unloaded, &mut problems);
+            match leaked.await {
                 Ok(Some(driver)) => found.verified.push(driver),
                 Ok(None) => {}
                 Err(VerifierError::Session(e)) => return Err(e.into()),
@@ -468,6 +469,7 @@ async fn leaked_driver<M: Memory>(
     data: &BugCheckData,
     found: &drivers::Drivers,
     unloaded: &mut Option<Vec<super::model::UnloadedModule>>,
+    problems: &mut Vec<String>,
 ) -> Result<Option<drivers::VerifiedDriver>> {
     let at = data[3];
     let mut driver = match drivers::read_verified_data(mem, nt, at).await {
@@ -501,8 +503,7 @@ async fn leaked_driver<M: Memory>(
         driver.image_size = u64::from(module.size);
     } else {
         if unloaded.is_none() {
-            let mut ignored = Vec::new();
-            *unloaded = Some(read_unloaded_or_say(mem, nt, ctx, &mut ignored).await?);
+            *unloaded = Some(read_unloaded_or_say(mem, nt, ctx, problems).await?);
         }
         if let Some(record) = unloaded
             .iter()
