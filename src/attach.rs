@@ -88,7 +88,13 @@ pub async fn run(spec: &ConnectSpec, options: &AttachOptions) -> session::Result
         let symbols = Arc::clone(target.symbols());
         target
             .run_outside(async {
-                verifier::symbolize_report(&mut report, &kernel, &symbols).await;
+                verifier::symbolize_report_with(
+                    &mut report,
+                    &kernel,
+                    &symbols,
+                    &options.pull.images,
+                )
+                .await;
                 Ok(())
             })
             .await?;

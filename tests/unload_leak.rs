@@ -192,6 +192,42 @@ fn callers_in_an_unloaded_driver_read_unloaded_and_a_wrong_count_is_flagged() {
         assert!(stack[2].starts_with("<Unloaded_leaky.sys>+0x"), "{stack:?}");
     }
 
+    // With the driver's file, the same frames symbolize through its PDB: then they equal the
+    // loaded-driver equivalent's (addresses aside: the pool is laid out without its loader entry).
+    let mut with_image = kdleak();
+    with_image
+        .args([
+            "attach",
+            &format!("sim:{}", unloaded.display()),
+            "--offline",
+        ])
+        .args(["--format", "json", "--image"])
+        .arg(format!(
+            "leaky.sys={}",
+            root()
+                .join("captures/fixtures/win10-19041/leaky.sys")
+                .display()
+        ));
+    let (_, stdout, stderr) = run(with_image);
+    let symbolized = json(&stdout);
+    assert_eq!(symbolized["complete"], true, "{stderr}");
+    let loaded = variant(dir.path(), "win10-unload-leak", |s| {
+        s.name = "win10-loaded-leak".into();
+        s.bugcheck = None;
+        s.drivers[1].state = DriverState::Loaded;
+    });
+    let (equivalent, _) = attach(loaded.to_str().unwrap());
+    let without_address = |report: &Value| {
+        let mut list: Vec<_> = allocations(report, "leaky.sys")
+            .into_iter()
+            .map(|(_, size, tag, caller, stack)| (size, tag, caller, stack))
+            .collect();
+        list.sort();
+        list
+    };
+    assert_eq!(without_address(&symbolized), without_address(&equivalent));
+    assert_ne!(without_address(&report), without_address(&equivalent));
+
     // `info` lists them like `lm`, and names the stop.
     let mut info = kdleak();
     info.args(["info", "sim:win10-unload-leak", "--offline"]);

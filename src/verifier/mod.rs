@@ -26,4 +26,7 @@ pub use model::{
     LogRecord, LogSummary, StopPurpose, SymbolSource, TargetStop, TargetSummary, UnloadedModule,
     VerifierState, SCHEMA_VERSION,
 };
-pub use pull::{pull, pull_with, read_with, rfc3339, symbolize_report, PullCache, PullOptions};
+pub use pull::{
+    pull, pull_with, read_with, rfc3339, symbolize_report, symbolize_report_with, PullCache,
+    PullOptions,
+};

@@ -46,6 +46,10 @@ pub struct PullOptions {
     /// The bug check a dump's header records (code, parameters 1–4): checked against
     /// `KiBugCheckData`, and the report's when the kernel names no such variable.
     pub bug_check: Option<BugCheckData>,
+    /// Driver files for code that was unloaded (`--image name.sys=PATH`): frames in a range of
+    /// the unloaded-driver list under that name symbolize with the PDB the file's RSDS record
+    /// names, found through the symbol path.
+    pub images: Vec<(String, std::path::PathBuf)>,
 }
 
 fn same_driver(wanted: &str, name: &str) -> bool {
@@ -102,7 +106,7 @@ pub async fn pull_with<M: Memory>(
     cache: &mut PullCache,
 ) -> Result<LeakReport> {
     let mut report = read_with(mem, ctx, options, cache).await?;
-    symbolize_report(&mut report, ctx, symbols).await;
+    symbolize_report_with(&mut report, ctx, symbols, &options.images).await;
     Ok(report)
 }
 
@@ -289,7 +293,8 @@ pub async fn read_with<M: Memory>(
             name,
             entry: driver.suspect_entry,
             state: suspect.map_or("Loaded", |s| s.state()).to_string(),
-            target_driver: Some(driver.target),
+            // None for a driver found through a 0x62's parameter 3: it left the tree.
+            target_driver: (driver.target != 0).then_some(driver.target),
             loads: suspect.map(|s| s.loads),
             unloads: suspect.map(|s| s.unloads),
             image_base: Some(driver.image_base),
@@ -574,7 +579,19 @@ pub async fn symbolize_report(
     ctx: &KernelContext,
     symbols: &Arc<Symbols>,
 ) {
-    let (mut space, sources, skipped) = address_space(ctx, &report.drivers, symbols).await;
+    symbolize_report_with(report, ctx, symbols, &[]).await;
+}
+
+/// [`symbolize_report`], with driver files for ranges of the unloaded-driver list
+/// ([`PullOptions::images`]): their frames read `name!Function+0xoff` instead of
+/// `<Unloaded_name.sys>+0xoff`.
+pub async fn symbolize_report_with(
+    report: &mut LeakReport,
+    ctx: &KernelContext,
+    symbols: &Arc<Symbols>,
+    images: &[(String, std::path::PathBuf)],
+) {
+    let (mut space, mut sources, skipped) = address_space(ctx, &report.drivers, symbols).await;
     // Code that was unloaded: WinDbg's `<Unloaded_name.sys>+0xoff`, where no loaded module
     // took the range since.
     let modules = &ctx.modules.modules;
@@ -582,13 +599,40 @@ pub async fn symbolize_report(
         let reused = modules
             .iter()
             .any(|m| m.base < gone.end && gone.start < m.end());
-        if !reused {
-            space.add::<ModuleSymbols>(
+        if reused {
+            continue;
+        }
+        let given = images
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(&gone.name));
+        let loaded = match given {
+            Some((_, path)) => match unloaded_symbols(path, symbols).await {
+                Ok(loaded) => Some(loaded),
+                Err(error) => {
+                    warn!(module = %gone.name.escape_debug(), %error, "--image: no symbols");
+                    report.incomplete_reasons.push(format!(
+                        "--image {}={}: {error}",
+                        gone.name,
+                        path.display()
+                    ));
+                    report.complete = false;
+                    None
+                }
+            },
+            None => None,
+        };
+        match &loaded {
+            Some(loaded) => {
+                let display = module_display_name(&gone.name);
+                sources.push(source_of(loaded, &display));
+                space.add(&display, gone.start, gone.end - gone.start, Some(loaded));
+            }
+            None => space.add::<ModuleSymbols>(
                 &format!("<Unloaded_{}>", gone.name),
                 gone.start,
                 gone.end - gone.start,
                 None,
-            );
+            ),
         }
     }
     symbolize(&mut report.drivers, &space);
@@ -681,6 +725,20 @@ async fn address_space(
         );
     }
     (space, sources, skipped)
+}
+
+/// The symbols of a driver file given with `--image`: the PDB its RSDS record names, through
+/// the symbol path.
+async fn unloaded_symbols(
+    path: &std::path::Path,
+    symbols: &Arc<Symbols>,
+) -> std::result::Result<ModuleSymbols, String> {
+    let file = tokio::fs::read(path).await.map_err(|e| e.to_string())?;
+    let rsds = crate::kernel::pdb_info_from_file(&file)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("the image has no RSDS debug record naming its PDB")?;
+    load_symbols(symbols, rsds).await.map_err(|e| e.to_string())
 }
 
 fn source_of(symbols: &ModuleSymbols, module: &str) -> SymbolSource {
