@@ -264,6 +264,27 @@ fn callers_in_an_unloaded_driver_read_unloaded_and_a_wrong_count_is_flagged() {
     assert!(ordinary.get("unloaded_modules").is_none());
     assert!(ordinary.get("bugcheck").is_none());
 
+    // watch across the stop: every poll of the bug-checked target names it in the series.
+    let series = dir.path().join("series.jsonl");
+    let mut watch = kdleak();
+    watch
+        .args(["watch", "sim:win7-unload-leak", "--offline", "--quiet"])
+        .args(["--interval", "100ms", "--count", "2", "--out"])
+        .arg(&series);
+    let (ok, _, stderr) = run(watch);
+    assert!(ok, "{stderr}");
+    let polls: Vec<Value> = std::fs::read_to_string(&series)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(polls.len(), 2);
+    for poll in &polls {
+        assert_eq!(poll["bugcheck"]["code"], "0xc4", "{poll}");
+        assert_eq!(poll["bugcheck"]["driver"], "leaky.sys");
+        assert_eq!(poll["outstanding_count"], 3);
+    }
+
     // Parameter 4 disagreeing with what was found makes the report incomplete.
     let lying = variant(dir.path(), "win11-unload-leak", |s| {
         s.name = "win11-lying-count".into();
