@@ -2,7 +2,8 @@
 //! pipe (KDCOM on a Unix socket) gives the same report, naming the stop; an unloaded-driver
 //! list that cannot be right (an index past the 50-record array, a record whose range no driver
 //! has, a name of 64 KiB) ends the pull in bounded time with the allocations still found and
-//! the report incomplete saying why — never a hang.
+//! the report incomplete saying why — never a hang; nor do bug check parameters that point at
+//! nothing.
 
 use std::time::{Duration, Instant};
 
@@ -117,5 +118,29 @@ async fn a_hostile_unloaded_driver_list_is_an_error_not_a_hang() {
         // The allocations come from parameter 3, not from the list.
         assert_eq!(leaky(&report), 3, "{what}");
         assert!(report.unloaded_modules.is_empty(), "{what}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bug_check_parameters_that_point_at_nothing_make_an_incomplete_report() {
+    let base = image(false);
+    let data = kdbg_variable(&base, 0x88);
+    for (parameter, value, said) in [
+        (2u64, 0x1000u64, "parameter 2"),
+        (3, 0xffff_c00a_7000_0000, "parameter 3"),
+        (3, base.kern_base, "parameter 3"),
+    ] {
+        let mut image = base.clone();
+        poke(&mut image, data + 8 * parameter, &value.to_le_bytes());
+        let (report, sim) = pull_over_stream(machine_of(image), FaultSpec::default(), None).await;
+        sim.shutdown().await;
+        let report = report.unwrap_or_else(|e| panic!("{said} = {value:#x}: {e}"));
+        assert!(report.bugcheck.is_some());
+        assert!(!report.complete, "{said} = {value:#x}");
+        assert!(
+            report.incomplete_reasons.iter().any(|r| r.contains(said)),
+            "{said} = {value:#x}: {:?}",
+            report.incomplete_reasons
+        );
     }
 }
