@@ -174,11 +174,21 @@ pub async fn read_with<M: Memory>(
     let mut unloaded: Option<Vec<super::model::UnloadedModule>> = None;
     let mut stop = None;
     if let Some(data) = data {
-        let described = bugcheck::describe(mem, &nt, &data, source, &mut problems).await?;
+        let mut described = bugcheck::describe(mem, &nt, &data, source, &mut problems).await?;
         if bugcheck::is_leak_on_unload(&data) {
             let leaked = leaked_driver(mem, &nt, ctx, &data, &found, &mut unloaded, &mut problems);
             match leaked.await {
-                Ok(Some(driver)) => found.verified.push(driver),
+                Ok(Some(driver)) => {
+                    // Parameter 2 unreadable: the verified data's suspect entry names it.
+                    if described.driver.is_none() {
+                        described.driver = found
+                            .suspects
+                            .iter()
+                            .find(|s| s.entry == driver.suspect_entry)
+                            .map(|s| s.name.clone());
+                    }
+                    found.verified.push(driver);
+                }
                 Ok(None) => {}
                 Err(VerifierError::Session(e)) => return Err(e.into()),
                 Err(e) => problems.push(format!(
