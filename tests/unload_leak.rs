@@ -305,3 +305,51 @@ fn callers_in_an_unloaded_driver_read_unloaded_and_a_wrong_count_is_flagged() {
         report["incomplete_reasons"]
     );
 }
+
+/// `watch` across the stop: the target runs as the loaded-driver equivalent, then (after the
+/// second poll's Continue) unloads leaky.sys and stops in 0xC4/0x62 on its own, reporting the
+/// stop unasked as Windows does to an attached debugger. The next polls name the bug check and
+/// still find the driver's three blocks, with no discontinuity (the same boot).
+#[test]
+fn watch_across_a_bug_check_that_happens_while_the_target_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("kd.sock");
+    let series = dir.path().join("series.jsonl");
+    let mut sim = kdleak();
+    sim.args(["sim", "--scenario", "win10-unload-leak", "--pipe"])
+        .arg(&socket)
+        .args(["--faults", "bugcheck_after_continues=2"]);
+    let _sim = spawn(sim);
+    wait_for("the sim's socket", Duration::from_secs(30), || {
+        socket.exists()
+    });
+    let mut watch = kdleak();
+    watch
+        .arg("watch")
+        .arg(format!("com:pipe,port={},reconnect", socket.display()))
+        .args(["--offline", "--sympath"])
+        .arg(root().join("captures/fixtures/win10-19041"))
+        .args(["--interval", "200ms", "--count", "4", "--quiet", "--out"])
+        .arg(&series);
+    let (ok, _, stderr) = run(watch);
+    assert!(ok, "{stderr}");
+    let polls: Vec<Value> = std::fs::read_to_string(&series)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(polls.len(), 4);
+    for (k, poll) in polls.iter().enumerate() {
+        assert_eq!(poll["ok"], true, "{poll}");
+        assert_eq!(poll["outstanding_count"], 3, "{poll}");
+        assert!(poll.get("discontinuity").is_none(), "{poll}");
+        if k < 2 {
+            assert!(poll.get("bugcheck").is_none(), "poll {}: {poll}", k + 1);
+        } else {
+            assert_eq!(poll["bugcheck"]["code"], "0xc4", "poll {}: {poll}", k + 1);
+            assert_eq!(poll["bugcheck"]["driver"], "leaky.sys");
+            assert_eq!(poll["bugcheck"]["found"], 3);
+            assert_eq!(poll["complete"], true, "{poll}");
+        }
+    }
+}

@@ -184,6 +184,24 @@ impl TargetCore {
         }
     }
 
+    /// The running target bug-checks on its own (its [`Machine::crash`] state): memory as the
+    /// crash leaves it, same boot, and a stop reported to the host unasked, as Windows reports
+    /// `KeBugCheckEx`'s breakpoint to an attached debugger. False without a crash state.
+    pub fn bug_check(&mut self, now: Instant) -> bool {
+        if self.state != SimState::Running {
+            return false;
+        }
+        let Some(crash) = self.machine.crash.take() else {
+            return false;
+        };
+        let mut crash = *crash;
+        crash.set_boot_id(1 + self.stats.reboots);
+        self.machine = crash;
+        self.stats.bug_checks += 1;
+        self.enter_stop(0, now);
+        true
+    }
+
     /// A new KDNET session or stream client: forget what was in flight. A stopped target's
     /// state change goes out again when the new host sends RESET (kd.md §2.6).
     pub fn restart_link(&mut self) {
