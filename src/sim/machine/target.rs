@@ -95,6 +95,9 @@ pub struct TargetCore {
     running_since: Option<Instant>,
     /// Since when the target is stopped (for [`SimStats::stopped_us`]).
     stopped_since: Option<Instant>,
+    /// Stopped in a bug check it made on its own ([`TargetCore::bug_check`]): resumed, it
+    /// continues the crash.
+    bug_checked: bool,
 }
 
 impl TargetCore {
@@ -109,6 +112,7 @@ impl TargetCore {
             stats: SimStats::default(),
             running_since: Some(Instant::now()),
             stopped_since: None,
+            bug_checked: false,
         }
     }
 
@@ -198,8 +202,15 @@ impl TargetCore {
         crash.set_boot_id(1 + self.stats.reboots);
         self.machine = crash;
         self.stats.bug_checks += 1;
+        self.bug_checked = true;
         self.enter_stop(0, now);
         true
+    }
+
+    /// A target resumed after its own bug check continues the crash: the dump is written and
+    /// the machine restarts. True once the host has resumed it (the wire loop then reboots it).
+    pub fn crash_continued(&self) -> bool {
+        self.bug_checked && self.state == SimState::Running
     }
 
     /// A new KDNET session or stream client: forget what was in flight. A stopped target's
@@ -220,6 +231,7 @@ impl TargetCore {
         self.current_cpu = 0;
         self.stop = StopState::default();
         self.stats.reboots += 1;
+        self.bug_checked = false;
         self.machine.set_boot_id(1 + self.stats.reboots);
         self.running_since = Some(Instant::now());
     }

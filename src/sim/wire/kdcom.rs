@@ -248,6 +248,11 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                 continue;
             }
         }
+        if core.crash_continued() {
+            // Resumed after its bug check: Windows writes the dump and restarts.
+            core.reboot(line.boot_machine.clone());
+            tracing::info!("sim kdcom: rebooted after the bug check");
+        }
         if line
             .reboot_after_continues
             .is_some_and(|n| core.stats().continues >= n)

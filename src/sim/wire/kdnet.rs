@@ -157,6 +157,13 @@ pub async fn run(
                 continue;
             }
         }
+        if core.crash_continued() {
+            // Resumed after its bug check: Windows writes the dump and restarts.
+            core.reboot(boot_machine.clone());
+            endpoint = Endpoint::target(config.key.clone(), config.version);
+            debugger = None;
+            tracing::info!("sim kdnet: rebooted after the bug check");
+        }
         if reboot_after_continues.is_some_and(|n| core.stats().continues >= n) {
             reboot_after_continues = None;
             core.reboot(boot_machine.clone());
