@@ -76,9 +76,19 @@ pub async fn run(path: &Path, options: &AnalyzeOptions) -> Result<LeakReport, An
             .unwrap_or(0),
         n => n,
     };
+    // The crash a dump was written for (not the dumps taken on purpose: Task Manager's live
+    // dump, a forced crash), beside KiBugCheckData in its memory.
+    let bug_check = match header.bug_check_code {
+        0 | LIVE_SYSTEM_DUMP | MANUALLY_INITIATED_CRASH => None,
+        code => {
+            let p = header.bug_check_parameters;
+            Some([u64::from(code), p[0], p[1], p[2], p[3]])
+        }
+    };
     let pull = PullOptions {
         connection: connection(path),
         processors,
+        bug_check,
         ..options.pull.clone()
     };
     let mut report = verifier::pull(&mut dump, &kernel, &symbols, &pull)
@@ -94,6 +104,12 @@ pub async fn run(path: &Path, options: &AnalyzeOptions) -> Result<LeakReport, An
     }
     Ok(report)
 }
+
+/// Bug check 0x161 (Task Manager's live kernel dump) and 0xE2 (a crash forced from the keyboard
+/// or by NotMyFault/the debugger): dumps taken on purpose, not a failure (Microsoft's bug check
+/// reference).
+const LIVE_SYSTEM_DUMP: u32 = 0x161;
+const MANUALLY_INITIATED_CRASH: u32 = 0xE2;
 
 /// A FILETIME (100 ns ticks since 1601-01-01 UTC) as RFC 3339 UTC; `None` outside 1970..10000
 /// (unset, or the `PAGE` filler Windows leaves in unused header fields).

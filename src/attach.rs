@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use serde::Serialize;
+use tracing::warn;
 
 use crate::connect::ConnectSpec;
 use crate::kernel_context::KernelContext;
@@ -65,6 +66,27 @@ pub async fn run(spec: &ConnectSpec, options: &AttachOptions) -> session::Result
                 };
                 let report =
                     verifier::read_with(s, &kernel, &pull, &mut PullCache::default()).await?;
+                if let Some(stop) = &report.bugcheck {
+                    // A bug-checked Windows continues the crash when resumed (the dump is
+                    // written, the machine restarts): say so before the Continue.
+                    let line = if s.options().stay_broken {
+                        format!(
+                            "the target is stopped in bug check {}; --stay-broken keeps it \
+                             stopped (resuming it continues the crash: a dump is written and \
+                             the machine restarts)",
+                            stop.title()
+                        )
+                    } else {
+                        format!(
+                            "the target is stopped in bug check {}: resuming it now continues \
+                             the crash (a dump is written and the machine restarts); \
+                             --stay-broken keeps it stopped",
+                            stop.title()
+                        )
+                    };
+                    warn!("{line}");
+                    eprintln!("kdleak: {line}");
+                }
                 Ok((report, kernel))
             },
         )
@@ -72,7 +94,13 @@ pub async fn run(spec: &ConnectSpec, options: &AttachOptions) -> session::Result
         let symbols = Arc::clone(target.symbols());
         target
             .run_outside(async {
-                verifier::symbolize_report(&mut report, &kernel, &symbols).await;
+                verifier::symbolize_report_with(
+                    &mut report,
+                    &kernel,
+                    &symbols,
+                    &options.pull.images,
+                )
+                .await;
                 Ok(())
             })
             .await?;

@@ -13,7 +13,9 @@ use crate::kernel_stop::stop_with_kernel;
 use crate::session::{self, Error, Session, StopInfo};
 use crate::stop::{with_target, with_target_on, StopOptions, Target};
 use crate::transport::Transport;
-use crate::verifier::TargetStop;
+use crate::verifier::bugcheck;
+use crate::verifier::layout::Nt;
+use crate::verifier::{BugCheckReport, TargetStop, UnloadedModule, VerifierError};
 
 /// Options of `kdleak info`: how to reach the target and find its symbols.
 pub type InfoOptions = StopOptions;
@@ -45,6 +47,15 @@ pub struct TargetInfo {
     pub processors: u32,
     pub stop: StopInfo,
     pub modules: ModuleList,
+    /// The bug check the target is stopped in (absent: a break-in).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bugcheck: Option<BugCheckReport>,
+    /// The kernel's unloaded-driver list, newest first (`lm`'s "Unloaded modules").
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unloaded_modules: Vec<UnloadedModule>,
+    /// Why the unloaded-driver list could not be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unloaded_problem: Option<String>,
     pub debug_output: Vec<String>,
     /// False only with `--stay-broken`.
     pub resumed: bool,
@@ -81,15 +92,40 @@ async fn collect(target: &mut Target<'_>) -> session::Result<TargetInfo> {
     let mut info = stop_with_kernel(
         target,
         async |s: &mut Session, version: Version, kernel: KernelContext| {
+            let nt = Nt::new(&kernel.nt, kernel.kern_base);
+            let mut problems = Vec::new();
+            let stopped_in = match bugcheck::read_live(s, &nt, &kernel).await {
+                Ok(Some(data)) => {
+                    Some(bugcheck::describe(s, &nt, &data, "KiBugCheckData", &mut problems).await)
+                }
+                Ok(None) => None,
+                Err(e) => Some(Err(e)),
+            };
+            let bugcheck = match stopped_in {
+                Some(Ok(report)) => Some(report),
+                Some(Err(VerifierError::Session(e))) => return Err(e),
+                Some(Err(e)) => {
+                    problems.push(format!("KiBugCheckData could not be read: {e}"));
+                    None
+                }
+                None => None,
+            };
+            let (unloaded_modules, unloaded_problem) =
+                match bugcheck::read_unloaded(s, &nt, &kernel).await {
+                    Ok(list) => (list, None),
+                    Err(VerifierError::Session(e)) => return Err(e),
+                    Err(e) => (Vec::new(), Some(e.to_string())),
+                };
             let KernelContext {
                 kdbg,
                 kdbg_source,
                 kdbg_problems,
                 module_list_head: head,
                 modules,
-                warnings,
+                mut warnings,
                 ..
             } = kernel;
+            warnings.extend(problems);
             let stop = s.stop().cloned().ok_or(Error::NotStopped)?;
             Ok(TargetInfo {
                 connection,
@@ -107,6 +143,9 @@ async fn collect(target: &mut Target<'_>) -> session::Result<TargetInfo> {
                 processors: stop.number_processors,
                 stop,
                 modules,
+                bugcheck,
+                unloaded_modules,
+                unloaded_problem,
                 debug_output: s.debug_output().to_vec(),
                 resumed,
                 stops: Vec::new(),
@@ -168,6 +207,21 @@ impl TargetInfo {
             },
             crate::report::text::frozen_summary(&self.stops)
         );
+        if let Some(stop) = &self.bugcheck {
+            let _ = writeln!(
+                out,
+                "Bug check:           {} ({}, {}, {}, {}){}",
+                stop.title(),
+                stop.parameters[0],
+                stop.parameters[1],
+                stop.parameters[2],
+                stop.parameters[3],
+                stop.meaning
+                    .as_ref()
+                    .map(|m| format!(": {m}: {}", stop.driver.as_deref().unwrap_or("?")))
+                    .unwrap_or_default()
+            );
+        }
         for warning in &self.warnings {
             let _ = writeln!(out, "Warning:             {warning}");
         }
@@ -201,6 +255,22 @@ impl TargetInfo {
         }
         if let Some(problem) = &self.modules.problem {
             let _ = writeln!(out, "(module list incomplete: {problem})");
+        }
+        if !self.unloaded_modules.is_empty() || self.unloaded_problem.is_some() {
+            let _ = writeln!(out);
+            let _ = writeln!(out, "Unloaded modules:");
+        }
+        for gone in &self.unloaded_modules {
+            let _ = writeln!(
+                out,
+                "{} {}   {}",
+                tick(gone.start),
+                tick(gone.end),
+                gone.name
+            );
+        }
+        if let Some(problem) = &self.unloaded_problem {
+            let _ = writeln!(out, "(unloaded-driver list unreadable: {problem})");
         }
         for line in &self.debug_output {
             let _ = writeln!(out, "DbgPrint: {}", line.trim_end());

@@ -59,6 +59,7 @@ def main():
                 "machine_image_type": header.MachineImageType,
                 "number_processors": header.NumberProcessors,
                 "bugcheck_code": header.BugCheckCode,
+                "bugcheck_parameters": list(header.BugCheckCodeParameter),
                 "kd_debugger_data_block": header.KdDebuggerDataBlock,
                 "ps_loaded_module_list": header.PsLoadedModuleList,
                 "rip": dump.context.Rip,

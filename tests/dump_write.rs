@@ -172,6 +172,49 @@ fn kdmp_parser_reads_every_dump_type_like_the_simulator() {
     eprintln!("21 dumps written and checked in {:?}", started.elapsed());
 }
 
+/// Issue 20: a machine stopped in bug check 0xC4/0x62 writes it into the dump's header as
+/// Windows does, and kdmp-parser (an independent reader) finds there the code and parameters
+/// that the dumped KiBugCheckData holds — read through kdmp-parser's own page-table walk.
+#[test]
+fn kdmp_parser_reads_the_bug_check_of_an_unload_time_leak() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["win7-unload-leak", "win10-unload-leak", "win11-unload-leak"] {
+        let machine = Machine::for_scenario(name).unwrap();
+        let data = machine.kdbg_field(0x88).expect("KDBG.KiBugcheckData");
+        let path = dir.path().join(format!("{name}.dmp"));
+        let status = Command::new(env!("CARGO_BIN_EXE_kdleak"))
+            .args(["sim", "--scenario", name, "--dump-type", "kernel"])
+            .arg("--write-dump")
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(status.success(), "{name}");
+        let seen = kdmp_parser_check(&path, &[data]);
+        let context = format!("{name}: {seen}");
+        assert_eq!(seen["bugcheck_code"], 0xC4, "{context}");
+        let parameters: Vec<u64> = seen["bugcheck_parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_u64().unwrap())
+            .collect();
+        assert_eq!(parameters[0], 0x62, "{context}");
+        assert_eq!(parameters[3], 3, "{context}: three blocks outstanding");
+        let memory = hex::decode(seen["reads"][0]["hex"].as_str().unwrap()).unwrap();
+        let values: Vec<u64> = memory
+            .chunks_exact(8)
+            .take(5)
+            .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        assert_eq!(values[0], 0xC4, "{context}: KiBugCheckData");
+        assert_eq!(
+            values[1..],
+            parameters[..],
+            "{context}: header vs KiBugCheckData"
+        );
+    }
+}
+
 #[test]
 fn write_dump_command_line_rules() {
     let kdleak = || Command::new(env!("CARGO_BIN_EXE_kdleak"));

@@ -204,6 +204,8 @@ fn seed_report() -> LeakReport {
         complete: true,
         incomplete_reasons: Vec::new(),
         symbols_skipped: Vec::new(),
+        bugcheck: None,
+        unloaded_modules: Vec::new(),
     };
     report.sites = report::sites(&report, GroupBy::Caller);
     report

@@ -266,6 +266,8 @@ fn report(build: u32, level: u64, statistics: BTreeMap<String, u64>) -> LeakRepo
         complete: true,
         incomplete_reasons: Vec::new(),
         symbols_skipped: Vec::new(),
+        bugcheck: None,
+        unloaded_modules: Vec::new(),
     }
 }
 

@@ -193,11 +193,31 @@ pub struct ReportArgs {
     /// of the reference session (byte for byte with --whole-log).
     #[arg(long, value_enum, default_value_t = WindbgStyle::Current, value_name = "STYLE")]
     pub windbg_style: WindbgStyle,
+    /// The file of a driver that was unloaded (repeatable): frames in its range of the
+    /// unloaded-driver list read `name!Function+0xoff` instead of `<Unloaded_name.sys>+0xoff`,
+    /// with the PDB its RSDS record names, found through the symbol path.
+    #[arg(long = "image", value_name = "NAME=PATH", value_parser = parse_image_arg)]
+    pub images: Vec<(String, PathBuf)>,
+}
+
+/// `--image name.sys=PATH`.
+pub fn parse_image_arg(text: &str) -> Result<(String, PathBuf), String> {
+    match text.split_once('=') {
+        Some((name, path)) if !name.is_empty() && !path.is_empty() => {
+            Ok((name.to_string(), PathBuf::from(path)))
+        }
+        _ => Err(format!(
+            "`{text}`: expected NAME=PATH, the unloaded driver's name as the target lists it \
+             (leaky.sys) and its file"
+        )),
+    }
 }
 
 impl ReportArgs {
     pub fn pull_options(&self) -> kdleak::verifier::PullOptions {
         kdleak::verifier::PullOptions {
+            bug_check: None,
+            images: self.images.clone(),
             drivers: self.drivers.clone(),
             no_log: self.no_log,
             // `--history` prints what `!verifier 80` would: every record of the block's range.

@@ -157,6 +157,7 @@ pub fn run(args: SimArgs) -> Result<ExitCode> {
         args.kdnet.is_some() || args.pipe.is_some() || args.tcp.is_some() || args.pty.is_some(),
         "kdleak sim needs a transport (--kdnet, --pipe, --tcp or --pty) or --write-dump FILE"
     );
+    let crash_later = args.faults.bugcheck_after_continues.is_some();
     let transport = match args.kdnet {
         Some(host) => {
             let key = read_key(args.key)?;
@@ -185,7 +186,12 @@ pub fn run(args: SimArgs) -> Result<ExitCode> {
         }),
     };
     let mut machine = match &args.scenario {
+        None if crash_later => {
+            anyhow::bail!("--faults bugcheck_after_continues needs a --scenario with a [bugcheck]")
+        }
         None => Machine::default(),
+        Some(name) if crash_later => Machine::for_scenario_crashing_later(name)
+            .with_context(|| format!("cannot load scenario {name}"))?,
         Some(name) => {
             Machine::for_scenario(name).with_context(|| format!("cannot load scenario {name}"))?
         }

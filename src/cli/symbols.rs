@@ -63,6 +63,8 @@ pub fn run(args: SymbolsArgs) -> Result<ExitCode> {
 
 fn run_manifest(args: ManifestArgs) -> Result<ExitCode> {
     let pull = kdleak::verifier::PullOptions {
+        bug_check: None,
+        images: Vec::new(),
         drivers: args.drivers.clone(),
         no_log: args.no_log,
         history_limit: 1,

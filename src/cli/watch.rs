@@ -83,6 +83,10 @@ pub struct WatchArgs {
     /// `attach --windbg-style`).
     #[arg(long, value_enum, default_value_t = WindbgStyle::Current, value_name = "STYLE")]
     pub windbg_style: WindbgStyle,
+    /// The file of a driver that was unloaded (repeatable, NAME=PATH): its frames symbolize
+    /// with its PDB instead of as `<Unloaded_name.sys>+0xoff`.
+    #[arg(long = "image", value_name = "NAME=PATH", value_parser = super::args::parse_image_arg)]
+    pub images: Vec<(String, std::path::PathBuf)>,
     /// Give up (exit 3) after polls have failed for this long.
     #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_duration_arg)]
     pub give_up_after: Duration,
@@ -106,6 +110,8 @@ pub fn run(args: WatchArgs) -> Result<ExitCode> {
     let options = kdleak::watch::WatchOptions {
         stop,
         pull: kdleak::verifier::PullOptions {
+            bug_check: None,
+            images: args.images,
             drivers: args.drivers,
             no_log: false,
             history_limit: 1,

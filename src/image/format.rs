@@ -34,6 +34,8 @@ pub struct MachineFacts {
     pub kern_base: u64,
     pub number_processors: u32,
     pub bug_check_code: u32,
+    /// The header's BugCheckParameter1–4 (zeros when the format has none).
+    pub bug_check_parameters: [u64; 4],
     /// When the image was taken (FILETIME), 0 if unknown.
     pub system_time: u64,
 }
@@ -50,6 +52,7 @@ impl MachineFacts {
             kern_base: 0,
             number_processors: 0,
             bug_check_code: 0,
+            bug_check_parameters: [0; 4],
             system_time: 0,
         }
     }

@@ -15,6 +15,11 @@ const SIZE: usize = 0x14;
 const KERN_BASE: usize = 0x18;
 const BREAKPOINT_WITH_STATUS: usize = 0x20;
 const PS_LOADED_MODULE_LIST: usize = 0x48;
+/// KiBugcheckData, MmUnloadedDrivers and MmLastUnloadedDriver: addresses of those kernel
+/// variables (kd.md §4.2), for a kernel PDB that lacks the symbols.
+pub const KI_BUGCHECK_DATA: usize = 0x88;
+pub const MM_UNLOADED_DRIVERS: usize = 0x220;
+pub const MM_LAST_UNLOADED_DRIVER: usize = 0x228;
 /// Largest Size accepted (the RS5 layout is 0x380).
 const MAX_SIZE: u32 = 0x1000;
 /// Blocks looked at on the debugger data list before giving up.

@@ -17,7 +17,7 @@ pub use kdbg::{find_kdbg, read_kdbg, Kdbg};
 pub use modules::{
     first_image, walk_modules, FirstImage, Module, ModuleLayout, ModuleList, MAX_MODULES,
 };
-pub use pe::{read_pdb_info, PdbInfo};
+pub use pe::{pdb_info_from_file, read_pdb_info, PdbInfo};
 
 /// Target virtual memory.
 pub trait Memory {

@@ -177,6 +177,86 @@ pub fn synthetic_image(guid: [u8; 16], age: u32, pdb_path: &str) -> Vec<u8> {
     img
 }
 
+/// Largest SizeOfImage a driver file given with `--image` may declare.
+const MAX_FILE_IMAGE: u64 = 256 << 20;
+
+/// The RSDS record of a PE file on disk (`--image name.sys=PATH`): the file is laid out at its
+/// sections' RVAs, as the loader maps it, and read by [`read_pdb_info`] with the same bounds as
+/// target memory. `Ok(None)`: no CodeView record.
+pub async fn pdb_info_from_file(file: &[u8]) -> Result<Option<PdbInfo>> {
+    let bad = |why: &str| KernelError::Invalid(format!("not a PE image file: {why}"));
+    let u16_at = |at: usize| {
+        file.get(at..at + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+    };
+    let u32_at = |at: usize| {
+        file.get(at..at + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    if file.get(..2) != Some(b"MZ") {
+        return Err(bad("no MZ signature"));
+    }
+    let pe = u32_at(E_LFANEW).ok_or_else(|| bad("truncated DOS header"))? as usize;
+    if pe > 0x1000 || file.get(pe..pe + 4) != Some(b"PE\0\0") {
+        return Err(bad("no PE signature"));
+    }
+    let sections = u16_at(pe + 6).ok_or_else(|| bad("truncated"))? as usize;
+    let optional_len = u16_at(pe + 0x14).ok_or_else(|| bad("truncated"))? as usize;
+    let size_of_image = u32_at(pe + OPTIONAL + 0x38).ok_or_else(|| bad("truncated"))?;
+    let size_of_headers = u32_at(pe + OPTIONAL + 0x3C).ok_or_else(|| bad("truncated"))? as usize;
+    if u64::from(size_of_image) > MAX_FILE_IMAGE || sections > 96 {
+        return Err(bad("SizeOfImage or section count out of range"));
+    }
+    let mut mapped = vec![0u8; size_of_image as usize];
+    let headers = size_of_headers.min(file.len()).min(mapped.len());
+    mapped[..headers].copy_from_slice(&file[..headers]);
+    let table = pe + OPTIONAL + optional_len;
+    for k in 0..sections {
+        let at = table + 40 * k;
+        let (Some(virtual_size), Some(rva), Some(raw_size), Some(raw)) = (
+            u32_at(at + 8),
+            u32_at(at + 12),
+            u32_at(at + 16),
+            u32_at(at + 20),
+        ) else {
+            return Err(bad("truncated section table"));
+        };
+        let len = virtual_size.min(raw_size) as usize;
+        let (rva, raw) = (rva as usize, raw as usize);
+        if let (Some(from), Some(to)) = (file.get(raw..raw + len), mapped.get_mut(rva..rva + len)) {
+            to.copy_from_slice(from);
+        }
+    }
+    read_pdb_info(&mut Mapped(mapped), 0, size_of_image).await
+}
+
+/// An image laid out at RVA 0, as [`Memory`].
+struct Mapped(Vec<u8>);
+
+impl Memory for Mapped {
+    async fn read(
+        &mut self,
+        address: u64,
+        len: usize,
+    ) -> crate::session::Result<crate::session::ReadOutcome> {
+        let start = (address as usize).min(self.0.len());
+        let end = (address as usize).saturating_add(len).min(self.0.len());
+        let mut bytes = self.0[start..end].to_vec();
+        let unreadable = if bytes.len() < len {
+            let missing = address + bytes.len() as u64..address + len as u64;
+            vec![missing]
+        } else {
+            vec![]
+        };
+        bytes.resize(len, 0);
+        Ok(crate::session::ReadOutcome {
+            address,
+            bytes,
+            unreadable,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

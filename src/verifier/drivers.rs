@@ -78,7 +78,11 @@ pub async fn read_drivers<M: Memory>(mem: &mut M, nt: &Nt<'_>) -> Result<Drivers
     Ok(drivers)
 }
 
-async fn read_unicode<M: Memory>(mem: &mut M, nt: &Nt<'_>, address: u64) -> Result<String> {
+pub(super) async fn read_unicode<M: Memory>(
+    mem: &mut M,
+    nt: &Nt<'_>,
+    address: u64,
+) -> Result<String> {
     let s = nt.read(mem, "_UNICODE_STRING", address).await?;
     Ok(kernel::read_utf16(
         mem,
@@ -240,7 +244,7 @@ async fn walk_avl<M: Memory>(
     Ok(())
 }
 
-async fn read_verified_data<M: Memory>(
+pub(super) async fn read_verified_data<M: Memory>(
     mem: &mut M,
     nt: &Nt<'_>,
     address: u64,

@@ -298,6 +298,55 @@ pub const SELF_MAP_SLOTS: std::ops::RangeInclusive<usize> = 0x100..=0x1FF;
 /// `PdbSignatureScanner`'s kernel names; the symbol server's `ntkrnlmp.pdb`).
 pub const KERNEL_PDB_NAMES: [&str; 2] = ["ntkrnlmp.pdb", "ntoskrnl.pdb"];
 
+/// Bug check 0xC4, DRIVER_VERIFIER_DETECTED_VIOLATION (Microsoft's bug check reference).
+pub const BUGCHECK_DRIVER_VERIFIER_DETECTED_VIOLATION: u64 = 0xC4;
+/// 0xC4's parameter 1 when a verified driver is unloaded with pool outstanding: parameter 2 the
+/// driver's name, 3 the verifier's structure for it, 4 the allocations not freed (Microsoft's
+/// bug check 0xC4 reference; `!analyze -v` in public issues, e.g. microsoft/ebpf-for-windows#2197).
+pub const VERIFIER_POOL_LEAK_ON_UNLOAD: u64 = 0x62;
+
+/// `KiBugCheckData`: the code, then parameters 1–4, each pointer-sized (what `!analyze` and
+/// the crash dump writer read: the dump header's BugCheckCode/BugCheckParameter1–4, kdmp-parser's
+/// `HEADER64`).
+pub const BUGCHECK_DATA_VALUES: usize = 5;
+
+/// `MmUnloadedDrivers` points at an array of MI_UNLOADED_DRIVERS = 50 `_UNLOADED_DRIVERS`
+/// records, which no PDB or ISF describes: x64 `{UNICODE_STRING Name @0; PVOID StartAddress
+/// @0x10; PVOID EndAddress @0x18; LARGE_INTEGER CurrentTime @0x20}`, 0x28 bytes (Volatility 3's
+/// hand-written `symbols/windows/unloadedmodules-x64.json`; the 50 is the `cmp eax, 32h` that
+/// follows each load of `MmLastUnloadedDriver` in x64 kernels, as public signature scanners
+/// match it). `MmLastUnloadedDriver` is a ULONG: the next slot (= records written, until the
+/// array wraps).
+pub const UNLOADED_DRIVERS_ENTRIES: u64 = 50;
+pub const UNLOADED_DRIVER_SIZE: u64 = 0x28;
+pub const UNLOADED_DRIVER_NAME: u64 = 0;
+pub const UNLOADED_DRIVER_START: u64 = 0x10;
+pub const UNLOADED_DRIVER_END: u64 = 0x18;
+pub const UNLOADED_DRIVER_TIME: u64 = 0x20;
+/// Largest range an unloaded record may span before it is taken for garbage (no driver image is
+/// near 1 GiB).
+pub const MAX_UNLOADED_RANGE: u64 = 1 << 30;
+
+/// The name of a bug check code, for the codes kdleak meets (Microsoft's bug check reference).
+pub fn bugcheck_name(code: u64) -> Option<&'static str> {
+    Some(match code {
+        0x0A => "IRQL_NOT_LESS_OR_EQUAL",
+        0x19 => "BAD_POOL_HEADER",
+        0x3B => "SYSTEM_SERVICE_EXCEPTION",
+        0x50 => "PAGE_FAULT_IN_NONPAGED_AREA",
+        0x7E => "SYSTEM_THREAD_EXCEPTION_NOT_HANDLED",
+        0xC1 => "SPECIAL_POOL_DETECTED_MEMORY_CORRUPTION",
+        0xC4 => "DRIVER_VERIFIER_DETECTED_VIOLATION",
+        0xC5 => "DRIVER_CORRUPTED_EXPOOL",
+        0xCB => "DRIVER_LEFT_LOCKED_PAGES_IN_PROCESS",
+        0xD1 => "DRIVER_IRQL_NOT_LESS_OR_EQUAL",
+        0xE2 => "MANUALLY_INITIATED_CRASH",
+        0x133 => "DPC_WATCHDOG_VIOLATION",
+        0x161 => "LIVE_SYSTEM_DUMP",
+        _ => return None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,6 +8,7 @@
 //! * [`pull`] — all of it for one stop; [`model`] — the result every output format renders.
 //! * [`selfcheck`] — the relations between those sources that every pull verifies.
 
+pub mod bugcheck;
 pub mod drivers;
 pub mod error;
 pub mod facts;
@@ -21,7 +22,11 @@ pub mod trackers;
 
 pub use error::VerifierError;
 pub use model::{
-    Allocation, DriverCounters, DriverReport, Frame, LeakReport, LeakSite, LogRecord, LogSummary,
-    StopPurpose, SymbolSource, TargetStop, TargetSummary, VerifierState, SCHEMA_VERSION,
+    Allocation, BugCheckReport, DriverCounters, DriverReport, Frame, LeakReport, LeakSite,
+    LogRecord, LogSummary, StopPurpose, SymbolSource, TargetStop, TargetSummary, UnloadedModule,
+    VerifierState, SCHEMA_VERSION,
 };
-pub use pull::{pull, pull_with, read_with, rfc3339, symbolize_report, PullCache, PullOptions};
+pub use pull::{
+    pull, pull_with, read_with, rfc3339, symbolize_report, symbolize_report_with, PullCache,
+    PullOptions,
+};

@@ -26,6 +26,66 @@ pub struct LeakReport {
     /// not found or unusable): their frames read `module+0xoff`. Absent when none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub symbols_skipped: Vec<SkippedSymbols>,
+    /// The target was stopped in a bug check (absent: an ordinary break-in, or a dump of a
+    /// machine that did not crash).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bugcheck: Option<BugCheckReport>,
+    /// The kernel's unloaded-driver list (`MmUnloadedDrivers`), newest first, when the pull
+    /// needed it (a caller or frame outside every loaded module, or a 0x62 for an unloaded
+    /// driver). Absent when it was not read.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unloaded_modules: Vec<UnloadedModule>,
+}
+
+/// A bug check the target was stopped in, and what its parameters mean.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BugCheckReport {
+    #[serde(with = "hex")]
+    pub code: u64,
+    /// `DRIVER_VERIFIER_DETECTED_VIOLATION`, when kdleak knows the code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Parameters 1–4.
+    pub parameters: [String; 4],
+    /// Where they were read: `KiBugCheckData` or `dump header`.
+    pub source: String,
+    /// What parameter 1 says, for the subcodes kdleak decodes (0xC4/0x62).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub meaning: Option<String>,
+    /// 0xC4/0x62: the driver named by parameter 2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub driver: Option<String>,
+    /// 0xC4/0x62: parameter 3, the verifier's structure for the driver.
+    #[serde(with = "hex_opt", default, skip_serializing_if = "Option::is_none")]
+    pub verifier_data: Option<u64>,
+    /// 0xC4/0x62: parameter 4, the allocations the kernel counted as not freed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_freed: Option<u64>,
+    /// 0xC4/0x62: the outstanding allocations the pull found for that driver.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub found: Option<u64>,
+}
+
+impl BugCheckReport {
+    /// `0xC4 (DRIVER_VERIFIER_DETECTED_VIOLATION)`.
+    pub fn title(&self) -> String {
+        match &self.name {
+            Some(name) => format!("0x{:X} ({name})", self.code),
+            None => format!("{:#x}", self.code),
+        }
+    }
+}
+
+/// One record of the unloaded-driver list (WinDbg's `lm` "Unloaded modules").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnloadedModule {
+    pub name: String,
+    #[serde(with = "hex")]
+    pub start: u64,
+    #[serde(with = "hex")]
+    pub end: u64,
+    /// When it was unloaded (FILETIME, 100 ns since 1601).
+    pub time: u64,
 }
 
 /// A module whose symbols were skipped, and why.

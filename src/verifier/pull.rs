@@ -10,6 +10,7 @@ use crate::kernel::Memory;
 use crate::kernel_context::{load_symbols, KernelContext};
 use crate::symbols::{module_display_name, AddressSpace, ModuleSymbols, SourceKind, Symbols};
 
+use super::bugcheck::{self, BugCheckData};
 use super::drivers::{self, suspects_by_entry};
 use super::error::{Result, VerifierError};
 use super::layout::Nt;
@@ -42,6 +43,13 @@ pub struct PullOptions {
     /// 1): how many allocations and frees the break-in can have caught half-done, which the
     /// self-checks accept as the cause of a difference ([`selfcheck::in_flight_allowance`]).
     pub processors: u32,
+    /// The bug check a dump's header records (code, parameters 1–4): checked against
+    /// `KiBugCheckData`, and the report's when the kernel names no such variable.
+    pub bug_check: Option<BugCheckData>,
+    /// Driver files for code that was unloaded (`--image name.sys=PATH`): frames in a range of
+    /// the unloaded-driver list under that name symbolize with the PDB the file's RSDS record
+    /// names, found through the symbol path.
+    pub images: Vec<(String, std::path::PathBuf)>,
 }
 
 fn same_driver(wanted: &str, name: &str) -> bool {
@@ -98,7 +106,7 @@ pub async fn pull_with<M: Memory>(
     cache: &mut PullCache,
 ) -> Result<LeakReport> {
     let mut report = read_with(mem, ctx, options, cache).await?;
-    symbolize_report(&mut report, ctx, symbols).await;
+    symbolize_report_with(&mut report, ctx, symbols, &options.images).await;
     Ok(report)
 }
 
@@ -133,8 +141,65 @@ pub async fn read_with<M: Memory>(
     }
 
     let allowance = selfcheck::in_flight_allowance(options.processors);
-    let found = drivers::read_drivers(mem, &nt).await?;
+    let mut found = drivers::read_drivers(mem, &nt).await?;
     problems.extend(found.problems.iter().cloned());
+
+    // Why the target stopped; for Driver Verifier's own leak check (0xC4/0x62) the driver it
+    // names, which has left the verified-driver tree by then: its verified data is parameter 3.
+    let live = bugcheck::read_live(mem, &nt, ctx).await?;
+    let header = options.bug_check.filter(|data| data[0] != 0);
+    if let (Some(live), Some(header)) = (live, header) {
+        if live != header {
+            problems.push(format!(
+                "the dump header's bug check {:#x} ({:#x}, {:#x}, {:#x}, {:#x}) differs from \
+                 KiBugCheckData's {:#x} ({:#x}, {:#x}, {:#x}, {:#x})",
+                header[0],
+                header[1],
+                header[2],
+                header[3],
+                header[4],
+                live[0],
+                live[1],
+                live[2],
+                live[3],
+                live[4]
+            ));
+        }
+    }
+    let (data, source) = match (live, header) {
+        (Some(live), _) => (Some(live), "KiBugCheckData"),
+        (None, Some(header)) => (Some(header), "dump header"),
+        (None, None) => (None, ""),
+    };
+    let mut unloaded: Option<Vec<super::model::UnloadedModule>> = None;
+    let mut stop = None;
+    if let Some(data) = data {
+        let mut described = bugcheck::describe(mem, &nt, &data, source, &mut problems).await?;
+        if bugcheck::is_leak_on_unload(&data) {
+            let leaked = leaked_driver(mem, &nt, ctx, &data, &found, &mut unloaded, &mut problems);
+            match leaked.await {
+                Ok(Some(driver)) => {
+                    // Parameter 2 unreadable: the verified data's suspect entry names it.
+                    if described.driver.is_none() {
+                        described.driver = found
+                            .suspects
+                            .iter()
+                            .find(|s| s.entry == driver.suspect_entry)
+                            .map(|s| s.name.clone());
+                    }
+                    found.verified.push(driver);
+                }
+                Ok(None) => {}
+                Err(VerifierError::Session(e)) => return Err(e.into()),
+                Err(e) => problems.push(format!(
+                    "bug check 0xC4/0x62: the verifier's structure at parameter 3 ({:#x}) could \
+                     not be read: {e}",
+                    data[3]
+                )),
+            }
+        }
+        stop = Some(described);
+    }
     let names = suspects_by_entry(&found);
     let unread = selfcheck::unread_suspects(&found, &ctx.modules.modules, |name| {
         options.drivers.is_empty() || options.drivers.iter().any(|w| same_driver(w, name))
@@ -238,7 +303,8 @@ pub async fn read_with<M: Memory>(
             name,
             entry: driver.suspect_entry,
             state: suspect.map_or("Loaded", |s| s.state()).to_string(),
-            target_driver: Some(driver.target),
+            // None for a driver found through a 0x62's parameter 3: it left the tree.
+            target_driver: (driver.target != 0).then_some(driver.target),
             loads: suspect.map(|s| s.loads),
             unloads: suspect.map(|s| s.unloads),
             image_base: Some(driver.image_base),
@@ -330,6 +396,28 @@ pub async fn read_with<M: Memory>(
         cache.log = log;
     }
 
+    // The unloaded-driver list, only when an address needs it: a caller or frame outside every
+    // loaded module (an ordinary pull does not read it).
+    if unloaded.is_none() && reports.iter().any(|d| outside_modules(d, ctx)) {
+        unloaded = Some(read_unloaded_or_say(mem, &nt, ctx, &mut problems).await?);
+    }
+    if let Some(stop) = &mut stop {
+        if let (Some(name), Some(counted)) = (stop.driver.clone(), stop.not_freed) {
+            let found_count = reports
+                .iter()
+                .filter(|d| same_driver(&name, &d.name))
+                .map(|d| d.allocations.len() as u64)
+                .sum::<u64>();
+            stop.found = Some(found_count);
+            if found_count != counted {
+                problems.push(format!(
+                    "bug check 0xC4/0x62 counts {counted} allocations of {name} not freed \
+                     (parameter 4), the pull found {found_count}"
+                ));
+            }
+        }
+    }
+
     Ok(LeakReport {
         schema_version: SCHEMA_VERSION,
         target: TargetSummary {
@@ -350,7 +438,98 @@ pub async fn read_with<M: Memory>(
             .chain(ctx.modules.problem.clone())
             .collect(),
         symbols_skipped: Vec::new(),
+        bugcheck: stop,
+        unloaded_modules: unloaded.unwrap_or_default(),
     })
+}
+
+/// Whether any caller or frame of `driver`'s allocations lies outside every loaded module.
+fn outside_modules(driver: &DriverReport, ctx: &KernelContext) -> bool {
+    let modules = &ctx.modules.modules;
+    let inside = |a: u64| modules.iter().any(|m| (m.base..m.end()).contains(&a));
+    driver.allocations.iter().any(|a| {
+        !inside(a.caller)
+            || a.stack.iter().any(|f| !inside(f.address))
+            || a.history
+                .iter()
+                .any(|h| h.stack.iter().any(|f| !inside(f.address)))
+    })
+}
+
+/// [`bugcheck::read_unloaded`], a list that cannot be read becoming an incomplete-report reason.
+async fn read_unloaded_or_say<M: Memory>(
+    mem: &mut M,
+    nt: &Nt<'_>,
+    ctx: &KernelContext,
+    problems: &mut Vec<String>,
+) -> Result<Vec<super::model::UnloadedModule>> {
+    match bugcheck::read_unloaded(mem, nt, ctx).await {
+        Ok(list) => Ok(list),
+        Err(VerifierError::Session(e)) => Err(e.into()),
+        Err(e) => {
+            problems.push(format!("the unloaded-driver list could not be read: {e}"));
+            Ok(Vec::new())
+        }
+    }
+}
+
+/// The driver a 0xC4/0x62 names, from its verified data at parameter 3 (a
+/// `_VF_TARGET_VERIFIED_DRIVER_DATA`, or a `_VF_TARGET_DRIVER` pointing at one), unless the
+/// verified-driver tree listed it already. Its range comes from the module list, else from the
+/// unloaded-driver list (read then).
+async fn leaked_driver<M: Memory>(
+    mem: &mut M,
+    nt: &Nt<'_>,
+    ctx: &KernelContext,
+    data: &BugCheckData,
+    found: &drivers::Drivers,
+    unloaded: &mut Option<Vec<super::model::UnloadedModule>>,
+    problems: &mut Vec<String>,
+) -> Result<Option<drivers::VerifiedDriver>> {
+    let at = data[3];
+    let mut driver = match drivers::read_verified_data(mem, nt, at).await {
+        Ok(driver) => driver,
+        Err(VerifierError::Session(e)) => return Err(VerifierError::Session(e)),
+        Err(first) => {
+            let target = nt.read(mem, "_VF_TARGET_DRIVER", at).await?;
+            let verified = target.get("VerifiedData")?;
+            if verified == 0 {
+                return Err(first);
+            }
+            drivers::read_verified_data(mem, nt, verified).await?
+        }
+    };
+    if found.verified.iter().any(|v| v.data == driver.data) {
+        return Ok(None);
+    }
+    let name = found
+        .suspects
+        .iter()
+        .find(|s| s.entry == driver.suspect_entry)
+        .map(|s| s.name.clone())
+        .unwrap_or_default();
+    if let Some(module) = ctx
+        .modules
+        .modules
+        .iter()
+        .find(|m| !name.is_empty() && m.name.eq_ignore_ascii_case(&name))
+    {
+        driver.image_base = module.base;
+        driver.image_size = u64::from(module.size);
+    } else {
+        if unloaded.is_none() {
+            *unloaded = Some(read_unloaded_or_say(mem, nt, ctx, problems).await?);
+        }
+        if let Some(record) = unloaded
+            .iter()
+            .flatten()
+            .find(|u| !name.is_empty() && u.name.eq_ignore_ascii_case(&name))
+        {
+            driver.image_base = record.start;
+            driver.image_size = record.end - record.start;
+        }
+    }
+    Ok(Some(driver))
 }
 
 /// Gives every allocation its newest allocation record (the newest record at exactly its
@@ -410,7 +589,62 @@ pub async fn symbolize_report(
     ctx: &KernelContext,
     symbols: &Arc<Symbols>,
 ) {
-    let (space, sources, skipped) = address_space(ctx, &report.drivers, symbols).await;
+    symbolize_report_with(report, ctx, symbols, &[]).await;
+}
+
+/// [`symbolize_report`], with driver files for ranges of the unloaded-driver list
+/// ([`PullOptions::images`]): their frames read `name!Function+0xoff` instead of
+/// `<Unloaded_name.sys>+0xoff`.
+pub async fn symbolize_report_with(
+    report: &mut LeakReport,
+    ctx: &KernelContext,
+    symbols: &Arc<Symbols>,
+    images: &[(String, std::path::PathBuf)],
+) {
+    let (mut space, mut sources, skipped) = address_space(ctx, &report.drivers, symbols).await;
+    // Code that was unloaded: WinDbg's `<Unloaded_name.sys>+0xoff`, where no loaded module
+    // took the range since.
+    let modules = &ctx.modules.modules;
+    for gone in &report.unloaded_modules {
+        let reused = modules
+            .iter()
+            .any(|m| m.base < gone.end && gone.start < m.end());
+        if reused {
+            continue;
+        }
+        let given = images
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(&gone.name));
+        let loaded = match given {
+            Some((_, path)) => match unloaded_symbols(path, symbols).await {
+                Ok(loaded) => Some(loaded),
+                Err(error) => {
+                    warn!(module = %gone.name.escape_debug(), %error, "--image: no symbols");
+                    report.incomplete_reasons.push(format!(
+                        "--image {}={}: {error}",
+                        gone.name,
+                        path.display()
+                    ));
+                    report.complete = false;
+                    None
+                }
+            },
+            None => None,
+        };
+        match &loaded {
+            Some(loaded) => {
+                let display = module_display_name(&gone.name);
+                sources.push(source_of(loaded, &display));
+                space.add(&display, gone.start, gone.end - gone.start, Some(loaded));
+            }
+            None => space.add::<ModuleSymbols>(
+                &format!("<Unloaded_{}>", gone.name),
+                gone.start,
+                gone.end - gone.start,
+                None,
+            ),
+        }
+    }
     symbolize(&mut report.drivers, &space);
     report.target.symbol_sources = sources;
     report.symbols_skipped = skipped;
@@ -501,6 +735,20 @@ async fn address_space(
         );
     }
     (space, sources, skipped)
+}
+
+/// The symbols of a driver file given with `--image`: the PDB its RSDS record names, through
+/// the symbol path.
+async fn unloaded_symbols(
+    path: &std::path::Path,
+    symbols: &Arc<Symbols>,
+) -> std::result::Result<ModuleSymbols, String> {
+    let file = tokio::fs::read(path).await.map_err(|e| e.to_string())?;
+    let rsds = crate::kernel::pdb_info_from_file(&file)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("the image has no RSDS debug record naming its PDB")?;
+    load_symbols(symbols, rsds).await.map_err(|e| e.to_string())
 }
 
 fn source_of(symbols: &ModuleSymbols, module: &str) -> SymbolSource {

@@ -267,7 +267,7 @@ async fn poll_once(
         let loaded = kernel.as_ref().expect("loaded above");
         target
             .run_outside(async {
-                verifier::symbolize_report(&mut report, loaded, symbols).await;
+                verifier::symbolize_report_with(&mut report, loaded, symbols, &pull.images).await;
                 Ok(())
             })
             .await?;

@@ -59,6 +59,9 @@ pub struct PollRecord {
     /// Set when the series is not continuous before this poll (a reboot, a reconnection, a gap).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub discontinuity: Option<Discontinuity>,
+    /// The bug check the target was stopped in at this poll (README "The unload-time leak").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bugcheck: Option<crate::verifier::BugCheckReport>,
     pub complete: bool,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub incomplete_reasons: Vec<String>,
@@ -208,6 +211,7 @@ impl Tracker {
             sites: Vec::new(),
             suspected_leaks: Vec::new(),
             discontinuity: None,
+            bugcheck: None,
             complete: false,
             incomplete_reasons: Vec::new(),
         }
@@ -337,6 +341,7 @@ impl Tracker {
             sites: records,
             suspected_leaks: suspected,
             discontinuity,
+            bugcheck: report.bugcheck.clone(),
             complete: report.complete,
             incomplete_reasons: report.incomplete_reasons.clone(),
         }
@@ -460,6 +465,8 @@ mod tests {
             complete: true,
             incomplete_reasons: Vec::new(),
             symbols_skipped: Vec::new(),
+            bugcheck: None,
+            unloaded_modules: Vec::new(),
         }
     }
 

@@ -29,6 +29,8 @@ const PS_LOADED_MODULE_LIST: usize = 0x20;
 const MACHINE_IMAGE_TYPE: usize = 0x30;
 const NUMBER_PROCESSORS: usize = 0x34;
 const BUG_CHECK_CODE: usize = 0x38;
+/// BugCheckParameter1–4, u64 each (kdmp-parser's `HEADER64`; stops-and-unloads.md §2).
+const BUG_CHECK_PARAMETERS: usize = 0x40;
 const KD_DEBUGGER_DATA_BLOCK: usize = 0x80;
 /// PhysicalMemoryBlockBuffer: a PHYSICAL_MEMORY_DESCRIPTOR64 in a 700-byte buffer.
 pub const PHYSICAL_MEMORY_BLOCK: usize = 0x88;
@@ -90,6 +92,7 @@ pub struct DumpHeader {
     pub kd_debugger_data_block: u64,
     pub number_processors: u32,
     pub bug_check_code: u32,
+    pub bug_check_parameters: [u64; 4],
     /// When the dump was written (FILETIME), 0 if unknown.
     pub system_time: u64,
 }
@@ -206,6 +209,7 @@ pub fn parse(head: &[u8]) -> Result<DumpHeader> {
         kd_debugger_data_block: u64_at(head, KD_DEBUGGER_DATA_BLOCK),
         number_processors: u32_at(head, NUMBER_PROCESSORS),
         bug_check_code: u32_at(head, BUG_CHECK_CODE),
+        bug_check_parameters: [0, 1, 2, 3].map(|k| u64_at(head, BUG_CHECK_PARAMETERS + 8 * k)),
         system_time: u64_at(head, SYSTEM_TIME),
     })
 }

@@ -43,6 +43,7 @@ impl From<&DumpHeader> for MachineFacts {
             kern_base: 0,
             number_processors: header.number_processors,
             bug_check_code: header.bug_check_code,
+            bug_check_parameters: header.bug_check_parameters,
             system_time: header.system_time,
         }
     }

@@ -77,6 +77,13 @@ impl Default for TextOptions {
 /// line ends in `\n`.
 pub fn render(report: &LeakReport, options: &TextOptions) -> String {
     let mut out = String::new();
+    for line in bugcheck_lines(report) {
+        out.push_str(&line);
+        out.push('\n');
+    }
+    if report.bugcheck.is_some() {
+        out.push('\n');
+    }
     for (i, driver) in report.drivers.iter().enumerate() {
         if i > 0 {
             out.push('\n');
@@ -119,6 +126,47 @@ pub fn render(report: &LeakReport, options: &TextOptions) -> String {
         out.push('\n');
     }
     out
+}
+
+/// The bug check the target stopped in, as `!analyze` names it, with what its parameters mean
+/// for Driver Verifier's unload-time leak check (0xC4/0x62); no lines for a break-in.
+pub fn bugcheck_lines(report: &LeakReport) -> Vec<String> {
+    let Some(stop) = &report.bugcheck else {
+        return Vec::new();
+    };
+    let mut lines = vec![format!(
+        "Stopped in bug check {}: Arg1 {}, Arg2 {}, Arg3 {}, Arg4 {} ({}).",
+        stop.title(),
+        stop.parameters[0],
+        stop.parameters[1],
+        stop.parameters[2],
+        stop.parameters[3],
+        stop.source
+    )];
+    if let Some(meaning) = &stop.meaning {
+        lines.push(format!("Arg1 {}: {meaning}.", stop.parameters[0]));
+        let driver = stop.driver.as_deref().unwrap_or("(name unreadable)");
+        lines.push(format!(
+            "Arg2 {}: the driver, {driver}.",
+            stop.parameters[1]
+        ));
+        lines.push(format!(
+            "Arg3 {}: the verifier's structure with that driver's information.",
+            stop.parameters[2]
+        ));
+        if let Some(counted) = stop.not_freed {
+            let found = match stop.found {
+                Some(found) if found == counted => "all found below".to_string(),
+                Some(found) => format!("the pull found {found}"),
+                None => "not checked".to_string(),
+            };
+            lines.push(format!(
+                "Arg4 {}: {counted} allocations (paged + nonpaged) not freed; {found}.",
+                stop.parameters[3]
+            ));
+        }
+    }
+    lines
 }
 
 /// How long a live pull froze the target and how long the host worked while it ran, without the

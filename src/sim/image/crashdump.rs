@@ -460,6 +460,22 @@ fn header(
     );
     put_u32(&mut h, o::BUGCHECK_CODE, options.kind.bug_check_code());
     h[o::BUGCHECK_CODE + 4..o::KD_DEBUGGER_DATA_BLOCK].fill(0); // padding, parameters, VersionUser
+                                                                // A machine stopped in a bug check writes that one (code and parameters 1–4 as
+                                                                // KiBugCheckData holds them; kdmp-parser's HEADER64 BugCheckCode/BugCheckCodeParameter).
+                                                                // KDBG's KiBugcheckData (0x88, kd.md §4.2) says where they are.
+    let data = kdbg_field(0x88);
+    if options.kind != DumpKind::Live && data != 0 {
+        {
+            let code = machine.memory.read_u64(data).unwrap_or(0);
+            if code != 0 {
+                put_u32(&mut h, o::BUGCHECK_CODE, code as u32);
+                for k in 0..4u64 {
+                    let value = machine.memory.read_u64(data + 8 * (k + 1)).unwrap_or(0);
+                    put_u64(&mut h, o::BUGCHECK_PARAMETERS + 8 * k as usize, value);
+                }
+            }
+        }
+    }
     put_u64(&mut h, o::KD_DEBUGGER_DATA_BLOCK, machine.kdbg);
 
     if options.kind == DumpKind::Full {

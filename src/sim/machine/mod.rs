@@ -117,6 +117,9 @@ pub struct Machine {
     pub self_map_slot: u16,
     /// Kernel variables the machine keeps current (processor count, clock).
     runtime: RuntimeSites,
+    /// What this machine becomes when it bug-checks on its own (`--faults
+    /// bugcheck_after_continues=N`): the scenario's `[bugcheck]` state.
+    pub crash: Option<Box<Machine>>,
     /// The physical view of `memory`, rebuilt when pages were mapped or unmapped since.
     physical: Option<Arc<PhysicalMemory>>,
 }
@@ -298,6 +301,32 @@ impl Machine {
         Ok(machine)
     }
 
+    /// [`Machine::for_scenario`] for a scenario with a `[bugcheck]` that should happen while the
+    /// target runs: the machine runs as the loaded-driver equivalent (no bug check, the
+    /// unloading drivers loaded) and carries the bug-checked state in [`Machine::crash`].
+    pub fn for_scenario_crashing_later(name_or_path: &str) -> Result<Machine, ScenarioError> {
+        let scenario = Scenario::resolve(name_or_path)?;
+        if scenario.bugcheck.is_none() {
+            return Err(ScenarioError::Invalid(format!(
+                "bugcheck_after_continues: scenario {} has no [bugcheck]",
+                scenario.name
+            )));
+        }
+        let mut before = scenario.clone();
+        before.bugcheck = None;
+        for driver in &mut before.drivers {
+            if driver.state == crate::sim::world::scenario::DriverState::Unloading {
+                driver.state = crate::sim::world::scenario::DriverState::Loaded;
+            }
+        }
+        let root = crate::sim::world::scenario::default_root();
+        let running = before.build_in(&root)?;
+        let crashed = scenario.build_in(&root)?;
+        let mut machine = Machine::builder().image(running.image).build();
+        machine.crash = Some(Box::new(Machine::builder().image(crashed.image).build()));
+        Ok(machine)
+    }
+
     /// Compresses the timeline's target time (60: one target minute per wall second).
     pub fn set_time_scale(&mut self, scale: f64) {
         if let Some(timeline) = &mut self.timeline {
@@ -461,6 +490,7 @@ impl MachineBuilder {
             self_map_slot,
             runtime,
             physical: None,
+            crash: None,
         }
     }
 

@@ -95,6 +95,9 @@ pub struct TargetCore {
     running_since: Option<Instant>,
     /// Since when the target is stopped (for [`SimStats::stopped_us`]).
     stopped_since: Option<Instant>,
+    /// Stopped in a bug check it made on its own ([`TargetCore::bug_check`]): resumed, it
+    /// continues the crash.
+    bug_checked: bool,
 }
 
 impl TargetCore {
@@ -109,6 +112,7 @@ impl TargetCore {
             stats: SimStats::default(),
             running_since: Some(Instant::now()),
             stopped_since: None,
+            bug_checked: false,
         }
     }
 
@@ -184,6 +188,31 @@ impl TargetCore {
         }
     }
 
+    /// The running target bug-checks on its own (its [`Machine::crash`] state): memory as the
+    /// crash leaves it, same boot, and a stop reported to the host unasked, as Windows reports
+    /// `KeBugCheckEx`'s breakpoint to an attached debugger. False without a crash state.
+    pub fn bug_check(&mut self, now: Instant) -> bool {
+        if self.state != SimState::Running {
+            return false;
+        }
+        let Some(crash) = self.machine.crash.take() else {
+            return false;
+        };
+        let mut crash = *crash;
+        crash.set_boot_id(1 + self.stats.reboots);
+        self.machine = crash;
+        self.stats.bug_checks += 1;
+        self.bug_checked = true;
+        self.enter_stop(0, now);
+        true
+    }
+
+    /// A target resumed after its own bug check continues the crash: the dump is written and
+    /// the machine restarts. True once the host has resumed it (the wire loop then reboots it).
+    pub fn crash_continued(&self) -> bool {
+        self.bug_checked && self.state == SimState::Running
+    }
+
     /// A new KDNET session or stream client: forget what was in flight. A stopped target's
     /// state change goes out again when the new host sends RESET (kd.md §2.6).
     pub fn restart_link(&mut self) {
@@ -202,6 +231,7 @@ impl TargetCore {
         self.current_cpu = 0;
         self.stop = StopState::default();
         self.stats.reboots += 1;
+        self.bug_checked = false;
         self.machine.set_boot_id(1 + self.stats.reboots);
         self.running_since = Some(Instant::now());
     }

@@ -60,6 +60,9 @@ pub struct SimStats {
     pub connections: u64,
     /// Reboots injected by `--faults reboot_after=`.
     pub reboots: u64,
+    /// Bug checks the target made on its own (`--faults bugcheck_after_continues=`).
+    #[serde(default)]
+    pub bug_checks: u64,
     /// Whether `--faults stall_after=` has made the target stop answering.
     pub stalled: bool,
     /// What the fault injector did to the traffic.

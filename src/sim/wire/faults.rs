@@ -27,6 +27,10 @@ pub struct FaultSpec {
     /// The target reboots once it has been resumed this many times (a reboot between two host
     /// pulls that does not depend on how fast the host runs).
     pub reboot_after_continues: Option<u64>,
+    /// A scenario with a `[bugcheck]` runs first as its loaded-driver equivalent, and stops in
+    /// the bug check on its own once it has been resumed this many times (the driver unloaded
+    /// between two host pulls: `watch` across the stop; issue 20).
+    pub bugcheck_after_continues: Option<u64>,
     /// The target stops answering this long after it starts, as a hung machine.
     pub stall_after: Option<Duration>,
     pub seed: u64,
@@ -34,7 +38,7 @@ pub struct FaultSpec {
 
 /// A `--faults` string that cannot be used, naming the bad token.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("bad --faults token '{token}': {reason} (expected e.g. loss=0.3,dup=0.05,reorder=0.1,corrupt=0.01,latency=5ms,jitter=1ms,baud=115200,reboot_after=20s,reboot_after_continues=5,stall_after=1m,seed=7)")]
+#[error("bad --faults token '{token}': {reason} (expected e.g. loss=0.3,dup=0.05,reorder=0.1,corrupt=0.01,latency=5ms,jitter=1ms,baud=115200,reboot_after=20s,reboot_after_continues=5,bugcheck_after_continues=2,stall_after=1m,seed=7)")]
 pub struct FaultSpecError {
     pub token: String,
     pub reason: &'static str,
@@ -83,6 +87,15 @@ impl FromStr for FaultSpec {
                     spec.reboot_after = Some(
                         crate::duration::parse(value)
                             .ok_or_else(|| error("not a duration like 20s"))?,
+                    )
+                }
+                "bugcheck_after_continues" => {
+                    spec.bugcheck_after_continues = Some(
+                        value
+                            .parse::<u64>()
+                            .ok()
+                            .filter(|n| *n >= 1)
+                            .ok_or_else(|| error("not a count ≥ 1"))?,
                     )
                 }
                 "reboot_after_continues" => {
@@ -240,10 +253,11 @@ mod tests {
     fn the_spec_parses_every_fault() {
         let spec: FaultSpec = "loss=0.3,dup=0.05,reorder=0.1,corrupt=0.01,latency=5ms,jitter=1ms,\
                                baud=115200,reboot_after=20s,reboot_after_continues=4,\
-                               stall_after=1m,seed=7"
+                               bugcheck_after_continues=2,stall_after=1m,seed=7"
             .parse()
             .unwrap();
         assert_eq!(spec.reboot_after_continues, Some(4));
+        assert_eq!(spec.bugcheck_after_continues, Some(2));
         assert_eq!(spec.loss, 0.3);
         assert_eq!(spec.duplicate, 0.05);
         assert_eq!(spec.reorder, 0.1);

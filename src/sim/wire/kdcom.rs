@@ -41,6 +41,7 @@ struct Line {
     boot_machine: Machine,
     reboot_at: Option<Instant>,
     reboot_after_continues: Option<u64>,
+    bugcheck_after_continues: Option<u64>,
     stall_at: Option<Instant>,
 }
 
@@ -50,6 +51,7 @@ impl Line {
         Self {
             reboot_at: spec.reboot_after.map(|after| started + after),
             reboot_after_continues: spec.reboot_after_continues,
+            bugcheck_after_continues: spec.bugcheck_after_continues,
             stall_at: spec.stall_after.map(|after| started + after),
             faults: FaultInjector::new(spec),
             boot_machine,
@@ -236,6 +238,21 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         }
         stream.flush().await?;
         // Once the host's Continue has been acknowledged, so the host saw it taken.
+        if line
+            .bugcheck_after_continues
+            .is_some_and(|n| core.stats().continues >= n)
+        {
+            line.bugcheck_after_continues = None;
+            if core.bug_check(Instant::now()) {
+                tracing::info!("sim kdcom: bug check");
+                continue;
+            }
+        }
+        if core.crash_continued() {
+            // Resumed after its bug check: Windows writes the dump and restarts.
+            core.reboot(line.boot_machine.clone());
+            tracing::info!("sim kdcom: rebooted after the bug check");
+        }
         if line
             .reboot_after_continues
             .is_some_and(|n| core.stats().continues >= n)

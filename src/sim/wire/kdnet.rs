@@ -134,6 +134,7 @@ pub async fn run(
     let started = Instant::now();
     let mut reboot_at = config.faults.reboot_after.map(|after| started + after);
     let mut reboot_after_continues = config.faults.reboot_after_continues;
+    let mut bugcheck_after_continues = config.faults.bugcheck_after_continues;
     let stall_at = config.faults.stall_after.map(|after| started + after);
     tracing::info!("sim kdnet: {local} poking {}", config.host);
 
@@ -149,6 +150,20 @@ pub async fn run(
     loop {
         flush(&mut medium, &mut core, &mut endpoint).await;
         // Once the host's Continue has been acknowledged, so the host saw it taken.
+        if bugcheck_after_continues.is_some_and(|n| core.stats().continues >= n) {
+            bugcheck_after_continues = None;
+            if core.bug_check(Instant::now()) {
+                tracing::info!("sim kdnet: bug check");
+                continue;
+            }
+        }
+        if core.crash_continued() {
+            // Resumed after its bug check: Windows writes the dump and restarts.
+            core.reboot(boot_machine.clone());
+            endpoint = Endpoint::target(config.key.clone(), config.version);
+            debugger = None;
+            tracing::info!("sim kdnet: rebooted after the bug check");
+        }
         if reboot_after_continues.is_some_and(|n| core.stats().continues >= n) {
             reboot_after_continues = None;
             core.reboot(boot_machine.clone());

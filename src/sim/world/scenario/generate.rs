@@ -394,6 +394,7 @@ impl Scenario {
             drivers,
             allocations,
             timeline: Vec::new(),
+            bugcheck: None,
         })
     }
 

@@ -30,6 +30,9 @@ pub struct MemoryImage {
     pub self_map_slot: u16,
     /// Where the kernel keeps what the machine rather than the scenario decides.
     pub runtime: RuntimeSites,
+    /// The stop is a bug check: `KiBugCheckData` (code, parameters 1–4), which a crash dump's
+    /// header repeats. `None`: an ordinary break-in.
+    pub bugcheck: Option<[u64; 5]>,
 }
 
 /// Addresses of the kernel variables that depend on the running machine: the processor count (a

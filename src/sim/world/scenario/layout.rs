@@ -369,7 +369,7 @@ pub(super) fn build(sc: &Scenario, root: &Path) -> Result<LayoutReport> {
                 "the kernel is implicit; do not list ntoskrnl.exe".into(),
             ));
         }
-        if d.state == DriverState::Loaded
+        if d.state.mapped()
             && !manifest
                 .images
                 .contains_key(d.image.as_deref().unwrap_or(&d.name))
@@ -458,7 +458,7 @@ pub(super) fn build(sc: &Scenario, root: &Path) -> Result<LayoutReport> {
     // (module name, load base, image file) of every loaded driver, for `module!Symbol+off`.
     let mut loaded_at: Vec<(String, u64, String)> = vec![];
     for (i, d) in sc.drivers.iter().enumerate() {
-        if d.state != DriverState::Loaded {
+        if !d.state.mapped() {
             continue;
         }
         let file = d.image.clone().unwrap_or_else(|| d.name.clone());
@@ -521,10 +521,24 @@ pub(super) fn build(sc: &Scenario, root: &Path) -> Result<LayoutReport> {
         })
         .collect();
 
-    let mod_range: HashMap<usize, (u64, u64)> = modules
+    let mut mod_range: HashMap<usize, (u64, u64)> = modules
         .iter()
         .filter_map(|m| m.driver.map(|d| (d, (m.base, m.size))))
         .collect();
+    // Unloaded drivers: the range they were loaded at (their `MmUnloadedDrivers` record).
+    let mut unloaded_ranges: Vec<(String, u64, u64)> = vec![];
+    for (i, d) in sc.drivers.iter().enumerate() {
+        if d.state != DriverState::Unloaded {
+            continue;
+        }
+        let file = d.image.clone().unwrap_or_else(|| d.name.clone());
+        if let Some(mi) = manifest.images.get(&file) {
+            let base = d.base.map_or(mi.image_base, |n| n.0);
+            mod_range.insert(i, (base, mi.size_of_image));
+            unloaded_ranges.push((d.name.clone(), base, mi.size_of_image));
+        }
+    }
+    let mod_range = mod_range;
     let driver_frame = |stack: &[u64], di: usize| -> Option<u64> {
         let (bs, sz) = *mod_range.get(&di)?;
         stack.iter().copied().find(|&f| f >= bs && f < bs + sz)
@@ -597,13 +611,13 @@ pub(super) fn build(sc: &Scenario, root: &Path) -> Result<LayoutReport> {
             b.unicode(e, sde, "FullName", &full, e + sde_size + name_len)?;
         }
         let (dl, du) = match d.state {
-            DriverState::Loaded => (1, 0),
+            DriverState::Loaded | DriverState::Unloading => (1, 0),
             DriverState::Unloaded => (1, 1),
             DriverState::NeverLoaded => (0, 0),
         };
         let loads = d.loads.unwrap_or(dl) as u64;
         let unloads = d.unloads.unwrap_or(du) as u64;
-        if (d.state == DriverState::Loaded) != (loads > unloads) {
+        if d.state.mapped() != (loads > unloads) {
             return Err(ScenarioError::Invalid(format!(
                 "driver `{}`: loads/unloads contradict state",
                 d.name
@@ -639,7 +653,13 @@ pub(super) fn build(sc: &Scenario, root: &Path) -> Result<LayoutReport> {
     let vd_size = b.size(vdt)?;
     let mut vdata: HashMap<usize, u64> = HashMap::new();
     for (i, d) in sc.drivers.iter().enumerate() {
-        if d.verified && d.state == DriverState::Loaded {
+        // A driver unloaded with allocations keeps its verified data (what a 0x62 names).
+        let keeps_data = d.state == DriverState::Unloaded
+            && sc
+                .allocations
+                .iter()
+                .any(|a| a.driver.eq_ignore_ascii_case(&d.name));
+        if d.verified && (d.state.mapped() || keeps_data) {
             let v = b.new_block(vd_size, 16)?;
             b.set(v, vdt, "SuspectDriverEntry", suspect[&i])?;
             b.set(v, vdt, "Signature", VERIFIED_DATA_SIGNATURE)?;
@@ -739,7 +759,7 @@ pub(super) fn build(sc: &Scenario, root: &Path) -> Result<LayoutReport> {
         })?;
         if !vdata.contains_key(&di) {
             return Err(ScenarioError::Invalid(format!(
-                "allocation by `{}`, which is not verified and loaded",
+                "allocation by `{}`, which is not verified",
                 a.driver
             )));
         }
@@ -1029,7 +1049,14 @@ pub(super) fn build(sc: &Scenario, root: &Path) -> Result<LayoutReport> {
     let tab_ty = "_VF_AVL_TABLE";
     let tab_size = b.size(tab_ty)?;
     let tables = b.new_block(tab_size * ntables as u64, 16)?;
-    let mut order: Vec<usize> = (0..modules.len()).collect();
+    // A driver being unloaded has left the tree already (VfTargetDriversRemove, §1).
+    let mut order: Vec<usize> = (0..modules.len())
+        .filter(|&i| {
+            modules[i]
+                .driver
+                .is_none_or(|d| sc.drivers[d].state != DriverState::Unloading)
+        })
+        .collect();
     order.sort_by_key(|&i| modules[i].base);
     let mut per_table: Vec<Vec<(u64, usize)>> = vec![vec![]; ntables];
     for (k, &mi) in order.iter().enumerate() {
@@ -1076,7 +1103,7 @@ pub(super) fn build(sc: &Scenario, root: &Path) -> Result<LayoutReport> {
         b.set(tab, tab_ty, "RtlTable.DepthOfTree", height)?;
     }
     let avl = "_VF_AVL_TREE";
-    b.set(avl_addr, avl, "NodeCount", modules.len() as u64)?;
+    b.set(avl_addr, avl, "NodeCount", order.len() as u64)?;
     b.set(avl_addr, avl, "Tables", tables)?;
     b.set(avl_addr, avl, "TablesNo", ntables as u64)?;
     b.set(avl_addr, avl, "u1.NodeSize", links_size + td_size)?;
@@ -1156,6 +1183,76 @@ pub(super) fn build(sc: &Scenario, root: &Path) -> Result<LayoutReport> {
         taken,
     )?;
 
+    // ---- the bug check and the unloaded-driver list (stops-and-unloads.md §2–3). The fixture
+    // kernels lack these variables, so they get a block of the pool, which the KDBG names
+    // (KiBugcheckData 0x88, MmUnloadedDrivers 0x220, MmLastUnloadedDriver 0x228: kd.md §4.2),
+    // as the real block names the real ones. Laid out only when a scenario needs them, so
+    // every other scenario keeps its addresses.
+    let mut kdbg_extra: Vec<(u64, u64)> = vec![];
+    let mut bugcheck = None;
+    if sc.bugcheck.is_some() || !unloaded_ranges.is_empty() {
+        let vars = match (
+            ksym("KiBugCheckData"),
+            ksym("MmUnloadedDrivers"),
+            ksym("MmLastUnloadedDriver"),
+        ) {
+            (Ok(k), Ok(u), Ok(l)) => (k, u, l),
+            _ => {
+                let block = b.new_block(0x40, 16)?;
+                (block, block + 0x28, block + 0x30)
+            }
+        };
+        let (ki_bugcheck_data, mm_unloaded, mm_last) = vars;
+        kdbg_extra.extend([
+            (0x88, ki_bugcheck_data),
+            (0x220, mm_unloaded),
+            (0x228, mm_last),
+        ]);
+        if !unloaded_ranges.is_empty() {
+            // MiRememberUnloadedDriver's array: MI_UNLOADED_DRIVERS = 50 entries of
+            // `_UNLOADED_DRIVERS` {UNICODE_STRING Name; PVOID StartAddress, EndAddress;
+            // LARGE_INTEGER CurrentTime} = 0x28 bytes on x64 (Volatility 3's
+            // `unloadedmodules-x64.json`; the 50 is the `cmp eax, 32h` after loading
+            // MmLastUnloadedDriver in x64 kernels). The type is in no ISF/PDB, so the layout is
+            // this fact, not an ISF lookup.
+            const ENTRIES: u64 = 50;
+            const ENTRY: u64 = 0x28;
+            let array = b.new_block(ENTRIES * ENTRY, 16)?;
+            // A FILETIME in 2024 for each record, a minute apart.
+            let mut time: u64 = 133_500_000_000_000_000;
+            for (k, (name, base, size)) in unloaded_ranges.iter().take(ENTRIES as usize).enumerate()
+            {
+                let e = array + k as u64 * ENTRY;
+                let text = utf16z(name);
+                let buffer = b.new_block(text.len() as u64, 2)?;
+                b.mem.write(buffer, &text)?;
+                let len = (text.len() - 2) as u16;
+                let mut us = vec![];
+                us.extend(len.to_le_bytes());
+                us.extend((len + 2).to_le_bytes());
+                us.extend([0u8; 4]);
+                us.extend(buffer.to_le_bytes());
+                b.mem.write(e, &us)?;
+                b.mem.write(e + 0x10, &base.to_le_bytes())?;
+                b.mem.write(e + 0x18, &(base + size).to_le_bytes())?;
+                b.mem.write(e + 0x20, &time.to_le_bytes())?;
+                time += 60 * 10_000_000;
+            }
+            b.mem.write(mm_unloaded, &array.to_le_bytes())?;
+            let count = unloaded_ranges.len().min(ENTRIES as usize) as u32;
+            b.mem.write(mm_last, &count.to_le_bytes())?;
+        }
+        if let Some(spec) = &sc.bugcheck {
+            let values = bugcheck_values(sc, spec, &placed, &allocations, ldr_ty, isf)?;
+            let mut bytes = vec![];
+            for v in values {
+                bytes.extend(v.to_le_bytes());
+            }
+            b.mem.write(ki_bugcheck_data, &bytes)?;
+            bugcheck = Some(values);
+        }
+    }
+
     // ---- KDBG (kd.md §4.2; the type is not in the ISF, so its offsets are the spec's)
     let kdbg = ksym("KdDebuggerDataBlock")?;
     let head = ksym("KdpDebuggerDataListHead")?;
@@ -1194,6 +1291,7 @@ pub(super) fn build(sc: &Scenario, root: &Path) -> Result<LayoutReport> {
     if kernel_anchors.mm_pte_base.is_some() {
         patch.push((0x360, system.pte_base));
     }
+    patch.extend(kdbg_extra);
     for (off, v) in patch {
         if off + 8 <= kdbg_size {
             b.mem.write(kdbg + off, &v.to_le_bytes())?;
@@ -1231,6 +1329,7 @@ pub(super) fn build(sc: &Scenario, root: &Path) -> Result<LayoutReport> {
         symbols,
         self_map_slot: system.self_map_slot,
         runtime: system.runtime,
+        bugcheck,
     };
     Ok(LayoutReport {
         image,
@@ -1255,6 +1354,64 @@ pub(super) fn build(sc: &Scenario, root: &Path) -> Result<LayoutReport> {
             default_thread: thread_default,
         },
     })
+}
+
+/// KiBugCheckData's five values (code, parameters 1–4) for a scenario's `[bugcheck]`.
+fn bugcheck_values(
+    sc: &Scenario,
+    spec: &super::BugCheckSpec,
+    placed: &[PlacedDriver],
+    allocations: &[PlacedAllocation],
+    ldr_ty: &str,
+    isf: &Isf,
+) -> Result<[u64; 5]> {
+    if let Some(name) = &spec.driver {
+        let d = sc
+            .drivers
+            .iter()
+            .find(|d| d.name.eq_ignore_ascii_case(name))
+            .ok_or_else(|| {
+                ScenarioError::Invalid(format!("bugcheck.driver `{name}` not listed"))
+            })?;
+        let p = placed.iter().find(|p| p.name == d.name).ok_or_else(|| {
+            ScenarioError::Invalid(format!("bugcheck.driver `{name}` is not verified"))
+        })?;
+        let data = p.verified_data.ok_or_else(|| {
+            ScenarioError::Invalid(format!(
+                "bugcheck.driver `{name}` has no verified data (verified, and unloading or \
+                 unloaded with allocations?)"
+            ))
+        })?;
+        // Parameter 2 names the driver: its loader entry's BaseDllName while the entry is
+        // listed; once unloaded, the name of its MmUnloadedDrivers record is all that is left,
+        // so the suspect entry's BaseName (a UNICODE_STRING as well) stands in.
+        let name_at = match p.ldr_entry {
+            Some(e) => e + isf.offset(ldr_ty, "BaseDllName")?,
+            None => {
+                p.suspect_entry.expect("verified")
+                    + isf.offset("_VF_SUSPECT_DRIVER_ENTRY", "BaseName")?
+            }
+        };
+        let outstanding = allocations
+            .iter()
+            .filter(|a| a.driver == d.name && !a.freed)
+            .count() as u64;
+        let count = spec.count.map_or(outstanding, |n| n.0);
+        return Ok([0xC4, 0x62, name_at, data, count]);
+    }
+    let code = spec
+        .code
+        .ok_or_else(|| ScenarioError::Invalid("[bugcheck] needs `driver` or `code`".into()))?;
+    if spec.parameters.len() > 4 {
+        return Err(ScenarioError::Invalid(
+            "[bugcheck] has at most four parameters".into(),
+        ));
+    }
+    let mut values = [code.0, 0, 0, 0, 0];
+    for (k, p) in spec.parameters.iter().enumerate() {
+        values[k + 1] = p.0;
+    }
+    Ok(values)
 }
 
 /// Writes an SLIST_HEADER at `h` whose first entry is `first` (verifier.md §5.4).

@@ -106,6 +106,31 @@ pub struct Scenario {
     /// Changes that happen while the target runs (see [`crate::sim::world::timeline`]).
     #[serde(rename = "timeline", default, skip_serializing_if = "Vec::is_empty")]
     pub timeline: Vec<TimelineSpec>,
+    /// The target is stopped in a bug check (`KiBugCheckData`, the dump header's
+    /// BugCheckCode/Parameters); absent: an ordinary break-in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bugcheck: Option<BugCheckSpec>,
+}
+
+/// `[bugcheck]`: the stop is a bug check (spec stops-and-unloads.md §1–2). Either
+/// `driver = "x.sys"` — Driver Verifier's 0xC4/0x62 for that driver, the parameters as Windows
+/// passes them (2: the address of the driver's loader-entry `BaseDllName`, 3: its
+/// `_VF_TARGET_VERIFIED_DRIVER_DATA`, 4: its outstanding allocations) — or `code` and
+/// `parameters` as given.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BugCheckSpec {
+    /// The driver whose unload found pool outstanding (0xC4/0x62).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub driver: Option<String>,
+    /// A lying target: parameter 4 written as this instead of the outstanding count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<Num>,
+    /// Any other bug check: its code and up to four parameters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<Num>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parameters: Vec<Num>,
 }
 
 /// Which kernel: a fixture directory (PE images + `manifest.json`) and its ISF.
@@ -223,10 +248,23 @@ impl Default for TraceSpec {
 pub enum DriverState {
     #[default]
     Loaded,
-    /// Was loaded and unloaded (suspect entry with Loads == Unloads ≥ 1; no image, no module entry).
+    /// Was loaded and unloaded (suspect entry with Loads == Unloads ≥ 1; no image, no module
+    /// entry, a `MmUnloadedDrivers` record of its range). A verified one may still own
+    /// allocations (its verified data then outlives it, reachable from a 0x62 bug check only).
     Unloaded,
+    /// Being unloaded, stopped in Driver Verifier's leak check (0xC4/0x62): image mapped, loader
+    /// entry listed, suspect entry still loaded, but no longer in the verified-driver tree
+    /// (stops-and-unloads.md §1).
+    Unloading,
     /// Configured for verification but never loaded (Loads == 0).
     NeverLoaded,
+}
+
+impl DriverState {
+    /// Its image is mapped and its loader entry on `PsLoadedModuleList`.
+    pub fn mapped(self) -> bool {
+        matches!(self, DriverState::Loaded | DriverState::Unloading)
+    }
 }
 
 /// A driver: a fixture image (`myfault.sys`, `leaky.sys`).
@@ -282,7 +320,7 @@ pub enum PoolKind {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AllocationSpec {
-    /// Allocating driver (must be verified and loaded).
+    /// Allocating driver (verified; loaded, or `unloading`/`unloaded` with a `[bugcheck]`).
     pub driver: String,
     /// Fixed block address (only with count = 1); default: from the pool range.
     #[serde(default)]
@@ -361,6 +399,9 @@ pub const BUILTIN: &[&str] = &[
     "win10-myfault",
     "win11-myfault",
     "watch-leak",
+    "win7-unload-leak",
+    "win10-unload-leak",
+    "win11-unload-leak",
 ];
 
 /// The root relative fixture and ISF paths (`captures/fixtures/…`, `captures/isf/…`) are
@@ -412,6 +453,15 @@ impl Scenario {
             "win10-myfault" => include_str!("../../../../captures/scenarios/win10-myfault.toml"),
             "win11-myfault" => include_str!("../../../../captures/scenarios/win11-myfault.toml"),
             "watch-leak" => include_str!("../../../../captures/scenarios/watch-leak.toml"),
+            "win7-unload-leak" => {
+                include_str!("../../../../captures/scenarios/win7-unload-leak.toml")
+            }
+            "win10-unload-leak" => {
+                include_str!("../../../../captures/scenarios/win10-unload-leak.toml")
+            }
+            "win11-unload-leak" => {
+                include_str!("../../../../captures/scenarios/win11-unload-leak.toml")
+            }
             other => {
                 return Err(ScenarioError::Invalid(format!(
                     "no built-in scenario `{other}` (have {BUILTIN:?})"
