@@ -467,6 +467,8 @@ pub async fn run(
                 until_stacks: false,
                 progress: false,
                 processors: 0,
+                bug_check: None,
+                images: Vec::new(),
             },
             interval: target.interval,
             count: options.count,

@@ -319,7 +319,7 @@ impl Machine {
                 driver.state = crate::sim::world::scenario::DriverState::Loaded;
             }
         }
-        let root = crate::sim::world::scenario::default_root();
+        let root = crate::sim::world::scenario::default_root()?;
         let running = before.build_in(&root)?;
         let crashed = scenario.build_in(&root)?;
         let mut machine = Machine::builder().image(running.image).build();
