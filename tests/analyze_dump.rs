@@ -327,3 +327,54 @@ fn a_page_missing_from_the_dump_is_unreadable_not_an_error() {
         whole["drivers"][0]["allocations"].as_array().map(Vec::len)
     );
 }
+
+/// `--image-format` overrides detection: a raw image named as raw is scanned, and analyze says
+/// on stderr how it found the page-table root and the kernel (an image has neither in a
+/// header); a file named as a format it is not is refused saying what was expected.
+#[test]
+fn image_format_overrides_detection_and_the_scan_says_how_it_found_the_kernel() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = dir.path().join("win10.raw");
+    write_dump("win10-myfault", "raw", &raw);
+    let mut named = kdleak();
+    named
+        .arg("analyze")
+        .arg(&raw)
+        .args(["--image-format", "raw", "--offline", "--format", "json"])
+        .arg("--sympath")
+        .arg(sim_fixtures().join("win10-19041"));
+    let out = finish(spawn(named), Duration::from_secs(60));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("found by its self-map entry at PML4 slot"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("found by its image header and RSDS record"),
+        "{stderr}"
+    );
+    let live = without_transport(json(
+        "attach",
+        &attach_live("win10-myfault", &["--format", "json"]),
+    ));
+    assert_eq!(without_transport(json("analyze", &out.stdout)), live);
+
+    for wrong in ["elf", "dump"] {
+        let mut misnamed = kdleak();
+        misnamed
+            .arg("analyze")
+            .arg(&raw)
+            .args(["--image-format", wrong, "--offline", "--sympath"])
+            .arg(sim_fixtures().join("win10-19041"));
+        let out = finish(spawn(misnamed), Duration::from_secs(60));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "--image-format {wrong}: {stderr}"
+        );
+        assert!(stderr.contains("win10.raw"), "{stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}

@@ -49,13 +49,21 @@ fn attach(scenario: &str) -> (Value, String) {
     (json(&stdout), stderr)
 }
 
+/// The fixture PDBs an in-process simulated target's symbols come from: the binary's built-in
+/// copy (unpacked under the same HOME), so a dump's report names the same files as the live one.
+fn sim_fixtures() -> std::path::PathBuf {
+    kdleak::sim::world::scenario::default_root()
+        .unwrap()
+        .join("captures/fixtures")
+}
+
 fn analyze(path: &Path, fixture: &str) -> Value {
     let mut analyze = kdleak();
     analyze
         .arg("analyze")
         .arg(path)
         .args(["--offline", "--format", "json", "--sympath"])
-        .arg(root().join("captures/fixtures").join(fixture));
+        .arg(sim_fixtures().join(fixture));
     let (ok, stdout, stderr) = run(analyze);
     assert!(ok, "analyze {}: {stderr}", path.display());
     json(&stdout)

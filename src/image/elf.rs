@@ -66,6 +66,14 @@ pub fn read<S: Source + ?Sized>(head: &[u8], src: &S) -> Result<Layout> {
             ),
         ));
     }
+    // Reached without detection when the user names the format (`--image-format elf`).
+    if !head.starts_with(MAGIC) {
+        return Err(DumpError::NotADump(
+            "it does not start with an ELF header (\\x7fELF): it is not a VM core; check \
+             --image-format (without it the format is found from the file's first bytes)"
+                .into(),
+        ));
+    }
     if head[4] != ELFCLASS64 || head[5] != ELFDATA2LSB {
         return Err(DumpError::Unsupported(format!(
             "this ELF file is {}-bit {}-endian: only the little-endian ELF64 cores of x64 \
