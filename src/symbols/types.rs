@@ -1582,6 +1582,40 @@ mod tests {
         assert_eq!(f.ty.describe(), "const volatile unsigned long");
     }
 
+    /// MSVC's `__unaligned` (an `LF_MODIFIER` bit, and a pointer attribute): clang-cl drops the
+    /// keyword, so no committed PDB carries it and this table stands in for one that does.
+    #[test]
+    fn unaligned_is_kept_on_a_pointee_and_on_a_pointer_and_printed_last() {
+        const UNALIGNED: Qualifiers = Qualifiers {
+            constant: false,
+            volatile: false,
+            unaligned: true,
+        };
+        let mut t = qualified_table();
+        t.leaves[0] = modifier(0x22, UNALIGNED.union(CONST)); // const __unaligned unsigned long
+        t.leaves[5] = Leaf::Pointer {
+            to: 0x22,
+            size: 8,
+            qualifiers: UNALIGNED,
+        };
+        let counter = t.field("_Q", "Counter").unwrap();
+        assert_eq!((counter.offset, counter.size), (0, 4));
+        assert_eq!(counter.ty.describe(), "const __unaligned unsigned long");
+        let to_unaligned = t.field("_Q", "PointerToVolatile").unwrap();
+        assert_eq!(to_unaligned.ty.qualifiers(), Qualifiers::NONE);
+        assert_eq!(
+            to_unaligned.ty.describe(),
+            "const __unaligned unsigned long *"
+        );
+        let unaligned_pointer = t.field("_Q", "VolatilePointer").unwrap();
+        assert_eq!(unaligned_pointer.size, 8);
+        assert_eq!(unaligned_pointer.ty.qualifiers(), UNALIGNED);
+        assert_eq!(
+            unaligned_pointer.ty.describe(),
+            "unsigned long *__unaligned"
+        );
+    }
+
     #[test]
     fn a_modifier_loop_ends_instead_of_hanging() {
         let mut t = qualified_table();
