@@ -345,6 +345,38 @@ fn a_reboot_between_the_two_stops_starts_over_on_the_new_boot() {
     assert_eq!(without_times(&cold.report), without_times(&warm.report));
     assert_eq!(cold.report["complete"], true);
     assert_eq!(sim.state()["state"], "running");
+
+    // The text report's last line says both stops of a cold pull and the work done while the
+    // target ran, and its figures add up.
+    let mut text = kdleak();
+    text.arg("attach").arg(connection(&sim)).args([
+        "--sympath",
+        &cold_sympath(&dir.path().join("text"), &server),
+    ]);
+    let out = finish(spawn(text), Duration::from_secs(120));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    let line = stdout
+        .lines()
+        .rfind(|l| l.starts_with("Target frozen "))
+        .unwrap_or_else(|| panic!("no frozen line: {stdout}"));
+    let seconds = |after: &str| -> f64 {
+        let rest = &line[line
+            .find(after)
+            .unwrap_or_else(|| panic!("{after:?}: {line}"))
+            + after.len()..];
+        rest.split(' ').next().unwrap().parse().unwrap()
+    };
+    let (total, identify, read) = (
+        seconds("Target frozen "),
+        seconds("(identify "),
+        seconds(", read "),
+    );
+    assert!(line.contains(" s in 2 stops (identify "), "{line}");
+    assert!(line.ends_with(" s of host work while it ran."), "{line}");
+    assert!((total - identify - read).abs() <= 0.0015, "{line}");
+    assert!(seconds("); ") >= SERVER_DELAY.as_secs_f64(), "{line}");
+    assert_eq!(sim.state()["state"], "running");
 }
 
 #[test]
