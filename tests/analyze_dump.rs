@@ -229,6 +229,37 @@ fn report_options_work_as_for_attach() {
     with_out.extend(["--out", out.to_str().unwrap()]);
     assert!(analyze(&path, "win10-19041", &with_out).is_empty());
     assert_eq!(std::fs::read(&out).unwrap(), live);
+
+    // Both WinDbg layouts: the text equals the live one's but for the lines about the
+    // transport (how long the target was frozen; where symbols were found is the same).
+    let frozen = |text: &[u8]| -> String {
+        String::from_utf8_lossy(text)
+            .lines()
+            .filter(|l| !l.starts_with("Target frozen "))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    for style in ["current", "classic"] {
+        let args = ["--windbg-style", style, "--driver", "myfault"];
+        let from_dump = frozen(&analyze(&path, "win10-19041", &args));
+        assert_eq!(
+            from_dump,
+            frozen(&attach_live("win10-myfault", &args)),
+            "{style}"
+        );
+        assert!(from_dump.contains("myfault.sys"), "{style}: {from_dump}");
+    }
+    let current = frozen(&analyze(
+        &path,
+        "win10-19041",
+        &["--windbg-style", "current"],
+    ));
+    let classic = frozen(&analyze(
+        &path,
+        "win10-19041",
+        &["--windbg-style", "classic"],
+    ));
+    assert_ne!(current, classic, "the two layouts differ");
 }
 
 /// Without the kernel's PDB on the symbol path the dump cannot be read: exit 4, naming the PDB.
