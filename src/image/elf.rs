@@ -15,6 +15,7 @@ use super::error::{DumpError, Result};
 use super::format::{Layout, MachineFacts};
 use super::physmap::{PhysMap, Run, MAX_PFN, PAGE_SIZE};
 use super::Source;
+use crate::kernel::{le_u16, le_u32, le_u64};
 
 pub const MAGIC: &[u8; 4] = b"\x7fELF";
 const ELF_HEADER_LEN: usize = 0x40;
@@ -35,20 +36,6 @@ const QEMU_CR3: usize = 8 + 18 * 8 + 10 * 24 + 3 * 8;
 /// Program headers and note bytes read at most: far beyond a machine's CPUs and memory ranges.
 const MAX_SEGMENTS: u64 = 1 << 20;
 const MAX_NOTES_LEN: u64 = 64 << 20;
-
-fn u16_at(b: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes([b[at], b[at + 1]])
-}
-
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    let mut v = [0u8; 8];
-    v.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(v)
-}
 
 fn io(offset: u64, e: std::io::Error) -> DumpError {
     DumpError::corrupt(offset, format!("reading the file failed: {e}"))
@@ -86,7 +73,7 @@ pub fn read<S: Source + ?Sized>(head: &[u8], src: &S) -> Result<Layout> {
             }
         )));
     }
-    let (e_type, machine) = (u16_at(head, 0x10), u16_at(head, 0x12));
+    let (e_type, machine) = (le_u16(head, 0x10), le_u16(head, 0x12));
     if e_type != ET_CORE {
         return Err(DumpError::NotADump(format!(
             "it is an ELF file of type {e_type} (an executable or library), not a core file \
@@ -100,9 +87,9 @@ pub fn read<S: Source + ?Sized>(head: &[u8], src: &S) -> Result<Layout> {
              is supported"
         )));
     }
-    let phoff = u64_at(head, 0x20);
-    let phentsize = u64::from(u16_at(head, 0x36));
-    let mut phnum = u64::from(u16_at(head, 0x38));
+    let phoff = le_u64(head, 0x20);
+    let phentsize = u64::from(le_u16(head, 0x36));
+    let mut phnum = u64::from(le_u16(head, 0x38));
     if phnum == u64::from(PN_XNUM) {
         phnum = extended_count(head, src)?;
     }
@@ -133,10 +120,10 @@ pub fn read<S: Source + ?Sized>(head: &[u8], src: &S) -> Result<Layout> {
     for (i, ph) in table.chunks_exact(PHDR_LEN as usize).enumerate() {
         let at = phoff + i as u64 * PHDR_LEN;
         let (p_type, offset, paddr, filesz) = (
-            u32_at(ph, 0),
-            u64_at(ph, 8),
-            u64_at(ph, 0x18),
-            u64_at(ph, 0x20),
+            le_u32(ph, 0),
+            le_u64(ph, 8),
+            le_u64(ph, 0x18),
+            le_u64(ph, 0x20),
         );
         let end = offset.checked_add(filesz).filter(|&end| end <= file_len);
         if matches!(p_type, PT_LOAD | PT_NOTE) && end.is_none() {
@@ -205,7 +192,7 @@ pub fn read<S: Source + ?Sized>(head: &[u8], src: &S) -> Result<Layout> {
 
 /// The program header count of a core with `PN_XNUM`: section header 0's sh_info.
 fn extended_count<S: Source + ?Sized>(head: &[u8], src: &S) -> Result<u64> {
-    let shoff = u64_at(head, 0x28);
+    let shoff = le_u64(head, 0x28);
     let mut section = [0u8; 0x40];
     if shoff.checked_add(0x40).is_none_or(|end| end > src.len()) {
         return Err(DumpError::corrupt(
@@ -214,7 +201,7 @@ fn extended_count<S: Source + ?Sized>(head: &[u8], src: &S) -> Result<u64> {
         ));
     }
     src.read_at(shoff, &mut section).map_err(|e| io(shoff, e))?;
-    Ok(u64::from(u32_at(&section, 0x2C)))
+    Ok(u64::from(le_u32(&section, 0x2C)))
 }
 
 /// What the notes say about the CPUs.
@@ -246,9 +233,9 @@ impl Cpus {
         src.read_at(offset, &mut notes).map_err(|e| io(offset, e))?;
         let mut cursor = 0usize;
         while cursor + 12 <= notes.len() {
-            let namesz = u32_at(&notes, cursor) as usize;
-            let descsz = u32_at(&notes, cursor + 4) as usize;
-            let kind = u32_at(&notes, cursor + 8);
+            let namesz = le_u32(&notes, cursor) as usize;
+            let descsz = le_u32(&notes, cursor + 4) as usize;
+            let kind = le_u32(&notes, cursor + 8);
             let name_at = cursor + 12;
             let desc_at = name_at.saturating_add(namesz.next_multiple_of(4));
             let next = desc_at.saturating_add(descsz.next_multiple_of(4));
@@ -264,7 +251,7 @@ impl Cpus {
             match (name, kind) {
                 (b"CORE", NT_PRSTATUS) => self.count += 1,
                 (b"QEMU", NT_QEMU_CPU_STATE) if desc.len() >= QEMU_CR3 + 8 => {
-                    self.cr3.push(u64_at(desc, QEMU_CR3));
+                    self.cr3.push(le_u64(desc, QEMU_CR3));
                 }
                 _ => {}
             }
@@ -372,7 +359,7 @@ pub(crate) mod tests {
             .contains("not on a page"));
         // A note longer than its segment.
         let mut bad = f.clone();
-        let notes_at = u64_at(&f, 0x40 + 8) as usize;
+        let notes_at = le_u64(&f, 0x40 + 8) as usize;
         bad[notes_at + 4..notes_at + 8].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(read(&bad[..0x40], &bad)
             .unwrap_err()

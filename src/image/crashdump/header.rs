@@ -8,6 +8,7 @@
 //! 10: `.dump /k`, `/ka`, `/f`), kdmp-parser's `DumpType_t` (`src/lib/kdmp-parser-structs.h`).
 
 use crate::image::error::{DumpError, Result};
+use crate::kernel::{le_u32, le_u64};
 
 /// Size of DUMP_HEADER64; what follows it depends on the dump type.
 pub const HEADER_LEN: usize = 0x2000;
@@ -97,16 +98,6 @@ pub struct DumpHeader {
     pub system_time: u64,
 }
 
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    let mut v = [0u8; 8];
-    v.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(v)
-}
-
 /// What to set on the target so the next dump is usable; part of every refusal.
 pub const CONFIGURE_HINT: &str = "on the target set System Properties > Advanced > Startup and \
      Recovery > Write debugging information to \"Kernel memory dump\" or \"Complete memory dump\" \
@@ -156,14 +147,14 @@ pub fn parse(head: &[u8]) -> Result<DumpHeader> {
             ),
         ));
     }
-    let machine = u32_at(head, MACHINE_IMAGE_TYPE);
+    let machine = le_u32(head, MACHINE_IMAGE_TYPE);
     if machine != MACHINE_AMD64 {
         return Err(DumpError::Unsupported(format!(
             "the dump is of a machine of type {machine:#x}, not x64 (0x8664): only x64 Windows \
              is supported"
         )));
     }
-    let dump_type = u32_at(head, DUMP_TYPE);
+    let dump_type = le_u32(head, DUMP_TYPE);
     let kind = match dump_type {
         1 => DumpKind::Full,
         5 | 6 => DumpKind::Bitmap,
@@ -192,7 +183,7 @@ pub fn parse(head: &[u8]) -> Result<DumpHeader> {
             ))
         }
     };
-    let minor = u32_at(head, MINOR_VERSION);
+    let minor = le_u32(head, MINOR_VERSION);
     let build = u16::try_from(minor).map_err(|_| {
         DumpError::corrupt(
             MINOR_VERSION as u64,
@@ -203,14 +194,14 @@ pub fn parse(head: &[u8]) -> Result<DumpHeader> {
         kind,
         dump_type,
         build,
-        checked_build: u32_at(head, MAJOR_VERSION) & 0xf == 0xc,
-        directory_table_base: u64_at(head, DIRECTORY_TABLE_BASE),
-        ps_loaded_module_list: u64_at(head, PS_LOADED_MODULE_LIST),
-        kd_debugger_data_block: u64_at(head, KD_DEBUGGER_DATA_BLOCK),
-        number_processors: u32_at(head, NUMBER_PROCESSORS),
-        bug_check_code: u32_at(head, BUG_CHECK_CODE),
-        bug_check_parameters: [0, 1, 2, 3].map(|k| u64_at(head, BUG_CHECK_PARAMETERS + 8 * k)),
-        system_time: u64_at(head, SYSTEM_TIME),
+        checked_build: le_u32(head, MAJOR_VERSION) & 0xf == 0xc,
+        directory_table_base: le_u64(head, DIRECTORY_TABLE_BASE),
+        ps_loaded_module_list: le_u64(head, PS_LOADED_MODULE_LIST),
+        kd_debugger_data_block: le_u64(head, KD_DEBUGGER_DATA_BLOCK),
+        number_processors: le_u32(head, NUMBER_PROCESSORS),
+        bug_check_code: le_u32(head, BUG_CHECK_CODE),
+        bug_check_parameters: [0, 1, 2, 3].map(|k| le_u64(head, BUG_CHECK_PARAMETERS + 8 * k)),
+        system_time: le_u64(head, SYSTEM_TIME),
     })
 }
 

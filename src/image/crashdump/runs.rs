@@ -23,6 +23,7 @@ use tracing::warn;
 use crate::image::error::{DumpError, Result};
 use crate::image::physmap::{PhysMap, Run, MAX_PFN, PAGE_SIZE};
 use crate::image::Source;
+use crate::kernel::{le_u32, le_u64};
 
 use super::header::{DumpKind, HEADER_LEN, PHYSICAL_MEMORY_BLOCK, PHYSICAL_MEMORY_BLOCK_LEN};
 
@@ -37,7 +38,7 @@ pub fn read<S: Source + ?Sized>(kind: DumpKind, head: &[u8], src: &S) -> Result<
     match kind {
         DumpKind::Full => full(head, src.len()),
         DumpKind::Bitmap => bitmap(src),
-        DumpKind::Rdmp => rdmp(u32_at(head, RDMP_DUMP_TYPE), src),
+        DumpKind::Rdmp => rdmp(le_u32(head, RDMP_DUMP_TYPE), src),
     }
 }
 
@@ -53,10 +54,6 @@ const RDMP_RANGES_AT: u64 = HEADER_LEN as u64 + RDMP_HEADER_LEN;
 /// Ranges read per file read.
 const RANGE_CHUNK: usize = 4096;
 
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-
 /// DumpType 8, 9, 10: the RDMP header after DUMP_HEADER64, then the PFN ranges.
 fn rdmp<S: Source + ?Sized>(dump_type: u32, src: &S) -> Result<PhysMap> {
     let file_len = src.len();
@@ -69,7 +66,7 @@ fn rdmp<S: Source + ?Sized>(dump_type: u32, src: &S) -> Result<PhysMap> {
     }
     let mut head = [0u8; RDMP_HEADER_LEN as usize];
     src.read_at(at, &mut head).map_err(|e| io(at, e))?;
-    let marker = u32_at(&head, 0);
+    let marker = le_u32(&head, 0);
     if marker != RDMP_MARKER || &head[4..8] != b"RDMP" || &head[8..12] != b"DUMP" {
         return Err(DumpError::corrupt(
             at,
@@ -80,8 +77,8 @@ fn rdmp<S: Source + ?Sized>(dump_type: u32, src: &S) -> Result<PhysMap> {
             ),
         ));
     }
-    let metadata_size = u64_at(&head, 0x10);
-    let first_page = u64_at(&head, 0x18);
+    let metadata_size = le_u64(&head, 0x10);
+    let first_page = le_u64(&head, 0x18);
     if metadata_size.checked_add(RDMP_METADATA_AT) != Some(first_page)
         || metadata_size < 0x10
         || metadata_size % 16 != 0
@@ -97,7 +94,7 @@ fn rdmp<S: Source + ?Sized>(dump_type: u32, src: &S) -> Result<PhysMap> {
         ));
     }
     let complete = dump_type == RDMP_COMPLETE;
-    let total = complete.then(|| u64_at(&head, 0x28));
+    let total = complete.then(|| le_u64(&head, 0x28));
     let mut runs: Vec<Run> = Vec::new();
     let mut pages = 0u64;
     let ranges = (first_page - RDMP_RANGES_AT) / 16;
@@ -110,7 +107,7 @@ fn rdmp<S: Source + ?Sized>(dump_type: u32, src: &S) -> Result<PhysMap> {
             .map_err(|e| io(offset, e))?;
         for (i, entry) in chunk[..n * 16].chunks_exact(16).enumerate() {
             let entry_at = offset + i as u64 * 16;
-            let (pfn, count) = (u64_at(entry, 0), u64_at(entry, 8));
+            let (pfn, count) = (le_u64(entry, 0), le_u64(entry, 8));
             let done = match total {
                 Some(total) => pages >= total || (pfn == 0 && count == 0),
                 None => pfn == 0,
@@ -155,12 +152,6 @@ fn rdmp<S: Source + ?Sized>(dump_type: u32, src: &S) -> Result<PhysMap> {
     PhysMap::finish(runs, pages, at)
 }
 
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    let mut v = [0u8; 8];
-    v.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(v)
-}
-
 /// Bytes the file must have to hold `pages` pages from `first_offset` on.
 fn needed(first_offset: u64, pages: u64) -> Option<u64> {
     pages.checked_mul(PAGE_SIZE)?.checked_add(first_offset)
@@ -192,7 +183,7 @@ fn full(head: &[u8], file_len: u64) -> Result<PhysMap> {
     let mut runs = Vec::with_capacity(count as usize);
     let mut pages = 0u64;
     for i in 0..count as usize {
-        let (first_pfn, run_pages) = (u64_at(desc, 0x10 + i * 16), u64_at(desc, 0x18 + i * 16));
+        let (first_pfn, run_pages) = (le_u64(desc, 0x10 + i * 16), le_u64(desc, 0x18 + i * 16));
         let end = first_pfn.checked_add(run_pages).filter(|&e| e <= MAX_PFN);
         if end.is_none() {
             return Err(DumpError::corrupt(
@@ -219,7 +210,7 @@ fn full(head: &[u8], file_len: u64) -> Result<PhysMap> {
     if needed(HEADER_LEN as u64, pages).is_none_or(|n| n > file_len) {
         return Err(truncated(pages, HEADER_LEN as u64, file_len));
     }
-    let declared = u64_at(desc, 8);
+    let declared = le_u64(desc, 8);
     if declared != pages {
         warn!(
             declared,
@@ -253,9 +244,9 @@ fn bitmap<S: Source + ?Sized>(src: &S) -> Result<PhysMap> {
             ),
         ));
     }
-    let first_page = u64_at(&head, 0x20);
-    let present = u64_at(&head, 0x28);
-    let bits = u64_at(&head, 0x30);
+    let first_page = le_u64(&head, 0x20);
+    let present = le_u64(&head, 0x28);
+    let bits = le_u64(&head, 0x30);
     let bitmap_at = at + BITMAP_HEADER_LEN;
     let bitmap_bytes = bits.div_ceil(8);
     if bits > MAX_PFN || bitmap_at + bitmap_bytes > file_len {
