@@ -7,6 +7,9 @@
 use kdleak::image::Dump;
 use libfuzzer_sys::fuzz_target;
 
+#[path = "../shared/patches.rs"]
+mod patches;
+
 const HEADER: usize = 0x2000;
 const PAGE: usize = 0x1000;
 const FRAMES: usize = 8;
@@ -112,15 +115,9 @@ fuzz_target!(|data: &[u8]| {
             return;
         }
     };
-    let mut probe = VA;
     // Patches of (u16 offset scaled over the file, u64 value).
-    for patch in rest.chunks_exact(10) {
-        let at = usize::from(u16::from_le_bytes([patch[0], patch[1]])) * file.len() / 0x10000;
-        let value: [u8; 8] = patch[2..10].try_into().expect("8 bytes");
-        let end = (at + 8).min(file.len());
-        file[at..end].copy_from_slice(&value[..end - at]);
-        probe = probe.wrapping_add(u64::from_le_bytes(value));
-    }
+    let len = file.len();
+    let probe = VA.wrapping_add(patches::apply(&mut file, rest, |_| len));
     // Sometimes cut the file short.
     if rest.len() % 10 == 3 {
         let keep = usize::from(rest[0]) * file.len() / 256;

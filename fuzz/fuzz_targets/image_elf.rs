@@ -7,6 +7,9 @@
 use kdleak::image::{Dump, FormatHint};
 use libfuzzer_sys::fuzz_target;
 
+#[path = "../shared/patches.rs"]
+mod patches;
+
 const PAGE: usize = 0x1000;
 const VA: u64 = 0xfffff800_00400000;
 
@@ -87,16 +90,10 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     let mut file = core();
-    let mut probe = VA;
     // Patches of (u16 offset scaled over the first 0x800 bytes or the whole file, u64 value).
-    for patch in rest.chunks_exact(10) {
-        let span = if patch[0] & 1 == 0 { 0x800 } else { file.len() };
-        let at = usize::from(u16::from_le_bytes([patch[0], patch[1]])) * span / 0x10000;
-        let value: [u8; 8] = patch[2..10].try_into().expect("8 bytes");
-        let end = (at + 8).min(file.len());
-        file[at..end].copy_from_slice(&value[..end - at]);
-        probe = probe.wrapping_add(u64::from_le_bytes(value));
-    }
+    let len = file.len();
+    let span = |patch: &[u8]| if patch[0] & 1 == 0 { 0x800 } else { len };
+    let probe = VA.wrapping_add(patches::apply(&mut file, rest, span));
     if rest.len() % 10 == 3 {
         let keep = usize::from(rest[0]) * file.len() / 256;
         file.truncate(keep);

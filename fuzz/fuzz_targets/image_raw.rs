@@ -7,6 +7,9 @@
 use kdleak::image::{Dump, FormatHint};
 use libfuzzer_sys::fuzz_target;
 
+#[path = "../shared/patches.rs"]
+mod patches;
+
 const PAGE: usize = 0x1000;
 const KUSER: u64 = 0xFFFF_F780_0000_0000;
 const KERNEL: u64 = 0xFFFF_F800_0040_0000;
@@ -72,12 +75,8 @@ fn image() -> Vec<u8> {
 
 fuzz_target!(|data: &[u8]| {
     let mut file = image();
-    for patch in data.chunks_exact(10) {
-        let at = usize::from(u16::from_le_bytes([patch[0], patch[1]])) * file.len() / 0x10000;
-        let value: [u8; 8] = patch[2..10].try_into().expect("8 bytes");
-        let end = (at + 8).min(file.len());
-        file[at..end].copy_from_slice(&value[..end - at]);
-    }
+    let len = file.len();
+    patches::apply(&mut file, data, |_| len);
     if data.len() % 10 == 7 {
         file.truncate(usize::from(data[0]) * file.len() / 256);
     }
