@@ -432,11 +432,7 @@ fn watch_fetches_symbols_between_the_first_polls_two_stops_only() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let records: Vec<Value> = std::fs::read_to_string(&series)
-        .unwrap()
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect();
+    let records: Vec<Value> = read_series(&series);
     let stops: Vec<u64> = records
         .iter()
         .map(|r| r["stops"].as_u64().unwrap())

@@ -281,11 +281,7 @@ fn callers_in_an_unloaded_driver_read_unloaded_and_a_wrong_count_is_flagged() {
         .arg(&series);
     let (ok, _, stderr) = run(watch);
     assert!(ok, "{stderr}");
-    let polls: Vec<Value> = std::fs::read_to_string(&series)
-        .unwrap()
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect();
+    let polls: Vec<Value> = read_series(&series);
     assert_eq!(polls.len(), 2);
     for poll in &polls {
         assert_eq!(poll["bugcheck"]["code"], "0xc4", "{poll}");
@@ -346,11 +342,7 @@ fn watch_across_a_bug_check_that_happens_while_the_target_runs() {
         .arg(&series);
     let (ok, _, stderr) = run(watch);
     assert!(ok, "{stderr}");
-    let polls: Vec<Value> = std::fs::read_to_string(&series)
-        .unwrap()
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect();
+    let polls: Vec<Value> = read_series(&series);
     assert_eq!(polls.len(), 5);
     let bugchecked: Vec<u64> = polls
         .iter()

@@ -27,14 +27,6 @@ fn watch_embedded(scale: &str, args: &[&str], dir: &Path) -> (Output, Vec<Value>
     (out, read_series(&series))
 }
 
-fn read_series(path: &Path) -> Vec<Value> {
-    let text = std::fs::read_to_string(path).unwrap();
-    assert!(text.ends_with('\n'), "the last line is complete");
-    text.lines()
-        .map(|line| serde_json::from_str(line).expect("every line is one JSON record"))
-        .collect()
-}
-
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }

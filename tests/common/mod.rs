@@ -93,6 +93,15 @@ pub fn state(path: &Path) -> Value {
         .unwrap_or(Value::Null)
 }
 
+/// A `watch --out` series: one JSON record per line, the last line complete.
+pub fn read_series(path: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(path).unwrap();
+    assert!(text.ends_with('\n'), "the last line is complete");
+    text.lines()
+        .map(|line| serde_json::from_str(line).expect("every line is one JSON record"))
+        .collect()
+}
+
 pub fn wait_for(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
     while !ready() {
