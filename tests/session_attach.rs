@@ -161,6 +161,15 @@ async fn stale_replies_are_skipped_and_short_reads_continue() {
 
 /// A session attached over a Unix socket to a fake serial target in `dir`.
 async fn pipe_session(dir: &std::path::Path, behaviour: Behaviour) -> (Session, FakeTarget) {
+    pipe_session_with(dir, behaviour, options()).await
+}
+
+/// [`pipe_session`] with other session options.
+async fn pipe_session_with(
+    dir: &std::path::Path,
+    behaviour: Behaviour,
+    options: SessionOptions,
+) -> (Session, FakeTarget) {
     let path = dir.join("kd.sock");
     let target = serial_target(&path, behaviour);
     let spec = ConnectSpec::Pipe {
@@ -171,7 +180,7 @@ async fn pipe_session(dir: &std::path::Path, behaviour: Behaviour) -> (Session, 
     let t = transport::open(&spec, &OpenOptions::default())
         .await
         .unwrap();
-    (Session::attach(t, options()).await.unwrap(), target)
+    (Session::attach(t, options).await.unwrap(), target)
 }
 
 #[tokio::test]
@@ -255,21 +264,12 @@ async fn a_target_that_clips_reads_sets_the_request_size() {
 async fn a_table_read_backwards_pays_no_short_request_per_block() {
     timeout(LIMIT, async {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("kd.sock");
-        let target = serial_target(&path, Behaviour::default());
-        let spec = ConnectSpec::Pipe {
-            path,
-            reconnect: false,
-            resets: None,
-        };
-        let t = transport::open(&spec, &OpenOptions::default())
-            .await
-            .unwrap();
         let chunked = SessionOptions {
             read_chunk: Some(0x300),
             ..options()
         };
-        let mut session = Session::attach(t, chunked).await.unwrap();
+        let (mut session, target) =
+            pipe_session_with(dir.path(), Behaviour::default(), chunked).await;
         // Each stop starts with an empty cache; `blocks` are (start, length) from EDGE_PAGE.
         let read_backwards = async |session: &mut Session, blocks: &[(u64, usize)]| {
             session
