@@ -290,6 +290,13 @@ async fn poll_once(
 }
 
 /// Whether a failed poll is worth retrying over a new connection.
+/// Which step of a poll attempt failed.
+#[derive(Clone, Copy)]
+enum Step {
+    Connect,
+    Poll,
+}
+
 fn retryable(error: &Error, had_good_poll: bool) -> bool {
     if !had_good_poll {
         // The first poll fails fast, as attach does: the setup is wrong.
@@ -373,128 +380,80 @@ pub async fn run(spec: &ConnectSpec, options: &WatchOptions) -> std::io::Result<
         let first_attempt = Instant::now();
         let mut reconnected = false;
         let mut attempt;
-        let (report, cost) = loop {
+        let (report, cost) = 'poll: loop {
             attempt = Instant::now();
-            if conn.is_none() {
-                match connect(spec, &options.stop, &mut symbols, &interrupt).await {
-                    Ok(c) => {
-                        if poll > 1 || failures > 0 {
-                            reconnected = true;
+            // An attempt connects if it must, then polls; either step's failure ends up below.
+            let (error, cost, step) = 'attempt: {
+                if conn.is_none() {
+                    match connect(spec, &options.stop, &mut symbols, &interrupt).await {
+                        Ok(c) => {
+                            if poll > 1 || failures > 0 {
+                                reconnected = true;
+                            }
+                            meta.connection = c.session.transport().describe();
+                            conn = Some(c);
+                            boot = BootState::default();
                         }
-                        meta.connection = c.session.transport().describe();
-                        conn = Some(c);
-                        boot = BootState::default();
+                        Err(Error::Interrupted(name)) => break 'watch WatchEnd::Interrupted(name),
+                        Err(error) => break 'attempt (error, PollCost::default(), Step::Connect),
                     }
+                }
+                let symbols = symbols.as_ref().expect("set by connect");
+                let c = conn.as_mut().expect("connected above");
+                let (result, cost) = poll_once(
+                    &mut c.session,
+                    &mut boot,
+                    symbols,
+                    &options.pull,
+                    &interrupt,
+                )
+                .await;
+                match result {
+                    Ok(report) => break 'poll (report, cost),
                     Err(Error::Interrupted(name)) => break 'watch WatchEnd::Interrupted(name),
-                    Err(error) => {
-                        failures += 1;
-                        last_error = error.to_string();
-                        // Before any good poll, a connection that fails is a setup problem.
-                        if !had_good_poll && !options.retry_setup {
-                            break 'watch WatchEnd::Failed(error);
-                        }
-                        if first_attempt.elapsed() >= options.give_up_after {
-                            let record = tracker.failed(
-                                poll,
-                                started.elapsed().as_secs_f64(),
-                                last_error.clone(),
-                                &PollCost::default(),
-                            );
-                            let poll_s = attempt.elapsed().as_secs_f64();
-                            emit(&mut out, &mut records, record, options, &meta, poll_s)?;
-                            break 'watch WatchEnd::Failed(error);
-                        }
-                        {
-                            // Observers see each failed attempt: a target that went away shows
-                            // at once, not after `give_up_after`.
-                            let record = tracker.failed(
-                                poll,
-                                started.elapsed().as_secs_f64(),
-                                last_error.clone(),
-                                &PollCost::default(),
-                            );
-                            notify(
-                                options,
-                                &meta,
-                                &record,
-                                attempt.elapsed().as_secs_f64(),
-                                true,
-                            );
-                        }
-                        warn!(target = %options.name, %error, failures, "cannot connect; retrying");
-                        tokio::select! {
-                            () = tokio::time::sleep(backoff) => {}
-                            name = interrupt.wait() => break 'watch WatchEnd::Interrupted(name),
-                        }
-                        backoff = (backoff * 2).min(options.max_backoff);
-                        continue;
-                    }
+                    Err(error) => (error, cost, Step::Poll),
+                }
+            };
+            failures += 1;
+            last_error = error.to_string();
+            let fatal = match step {
+                // Before any good poll, a connection that fails is a setup problem.
+                Step::Connect if !had_good_poll && !options.retry_setup => {
+                    break 'watch WatchEnd::Failed(error);
+                }
+                Step::Connect => false,
+                Step::Poll => !retryable(&error, had_good_poll || options.retry_setup),
+            } || first_attempt.elapsed() >= options.give_up_after;
+            let record = tracker.failed(
+                poll,
+                started.elapsed().as_secs_f64(),
+                last_error.clone(),
+                &cost,
+            );
+            let poll_s = attempt.elapsed().as_secs_f64();
+            if fatal {
+                emit(&mut out, &mut records, record, options, &meta, poll_s)?;
+                break 'watch WatchEnd::Failed(error);
+            }
+            // Start over on a new connection: the link state is unknown.
+            conn = None;
+            boot = BootState::default();
+            // Observers see each failed attempt: a target that went away shows at once, not
+            // after `give_up_after`.
+            notify(options, &meta, &record, poll_s, true);
+            match step {
+                Step::Connect => {
+                    warn!(target = %options.name, %error, failures, "cannot connect; retrying")
+                }
+                Step::Poll => {
+                    warn!(target = %options.name, %error, failures, "poll failed; reconnecting")
                 }
             }
-            let symbols = symbols.as_ref().expect("set by connect");
-            let c = conn.as_mut().expect("connected above");
-            let (result, cost) = poll_once(
-                &mut c.session,
-                &mut boot,
-                symbols,
-                &options.pull,
-                &interrupt,
-            )
-            .await;
-            match result {
-                Ok(report) => break (report, cost),
-                Err(Error::Interrupted(name)) => break 'watch WatchEnd::Interrupted(name),
-                Err(error) => {
-                    failures += 1;
-                    last_error = error.to_string();
-                    if !retryable(&error, had_good_poll || options.retry_setup) {
-                        let record = tracker.failed(
-                            poll,
-                            started.elapsed().as_secs_f64(),
-                            last_error.clone(),
-                            &cost,
-                        );
-                        let poll_s = attempt.elapsed().as_secs_f64();
-                        emit(&mut out, &mut records, record, options, &meta, poll_s)?;
-                        break 'watch WatchEnd::Failed(error);
-                    }
-                    // Start over on a new connection: the link state is unknown.
-                    conn = None;
-                    boot = BootState::default();
-                    if first_attempt.elapsed() >= options.give_up_after {
-                        let record = tracker.failed(
-                            poll,
-                            started.elapsed().as_secs_f64(),
-                            last_error.clone(),
-                            &cost,
-                        );
-                        let poll_s = attempt.elapsed().as_secs_f64();
-                        emit(&mut out, &mut records, record, options, &meta, poll_s)?;
-                        break 'watch WatchEnd::Failed(error);
-                    }
-                    {
-                        let record = tracker.failed(
-                            poll,
-                            started.elapsed().as_secs_f64(),
-                            last_error.clone(),
-                            &cost,
-                        );
-                        notify(
-                            options,
-                            &meta,
-                            &record,
-                            attempt.elapsed().as_secs_f64(),
-                            true,
-                        );
-                    }
-                    warn!(target = %options.name, %error, failures, "poll failed; reconnecting");
-                    tokio::select! {
-                        () = tokio::time::sleep(backoff) => {}
-                        name = interrupt.wait() => break 'watch WatchEnd::Interrupted(name),
-                    }
-                    backoff = (backoff * 2).min(options.max_backoff);
-                }
+            tokio::select! {
+                () = tokio::time::sleep(backoff) => {}
+                name = interrupt.wait() => break 'watch WatchEnd::Interrupted(name),
             }
+            backoff = (backoff * 2).min(options.max_backoff);
         };
         had_good_poll = true;
         let gap_s = if failures > 0 {
