@@ -113,11 +113,11 @@ pub fn write_elf(
         offset += len;
     }
     let size = offset;
-    let mut pages = 0u64;
-    crate::atomic_file::write_atomically_to_file(path, |file| {
+    super::write_image(path, "elf", &frames, size, |file| {
         use std::io::Write;
         file.write_all(&header)?;
         file.write_all(&notes)?;
+        let mut pages = 0u64;
         frames.for_each(|pfn, page| {
             let pa = pfn * PAGE_SIZE;
             let Some(&(base, _, at)) = segments
@@ -131,16 +131,6 @@ pub fn write_elf(
             pages += 1;
             put_page(file, at + (pa - base), page)
         })?;
-        file.set_len(size)
-    })
-    .map_err(|source| super::ImageError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    Ok(ImageSummary {
-        format: "elf",
-        cr3: frames.cr3(),
-        pages,
-        file_size: size,
+        Ok(pages)
     })
 }

@@ -10,7 +10,9 @@ pub mod elf;
 pub mod raw;
 pub mod vm;
 
-use std::path::PathBuf;
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
 
 pub use crashdump::{filetime, write_dump, DumpKind, DumpOptions, DumpSummary};
 pub use elf::write_elf;
@@ -37,4 +39,30 @@ pub enum ImageError {
     },
     #[error(transparent)]
     Placement(#[from] vm::PlacementError),
+}
+
+/// Writes a VM image of `size` bytes to `path` atomically: `fill` writes its contents and
+/// returns how many pages it wrote; the file is then extended to `size` (holes at the end).
+fn write_image(
+    path: &Path,
+    format: &'static str,
+    frames: &vm::Frames,
+    size: u64,
+    fill: impl FnOnce(&mut File) -> io::Result<u64>,
+) -> Result<ImageSummary, ImageError> {
+    let mut pages = 0;
+    crate::atomic_file::write_atomically_to_file(path, |file| {
+        pages = fill(file)?;
+        file.set_len(size)
+    })
+    .map_err(|source| ImageError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(ImageSummary {
+        format,
+        cr3: frames.cr3(),
+        pages,
+        file_size: size,
+    })
 }

@@ -17,22 +17,12 @@ pub fn write_raw(
 ) -> Result<ImageSummary, super::ImageError> {
     let frames = Frames::new(machine, placement)?;
     let size = frames.end();
-    let mut pages = 0u64;
-    crate::atomic_file::write_atomically_to_file(path, |file| {
+    super::write_image(path, "raw", &frames, size, |file| {
+        let mut pages = 0u64;
         frames.for_each(|pfn, page| {
             pages += 1;
             put_page(file, pfn * PAGE_SIZE, page)
         })?;
-        file.set_len(size)
-    })
-    .map_err(|source| super::ImageError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    Ok(ImageSummary {
-        format: "raw",
-        cr3: frames.cr3(),
-        pages,
-        file_size: size,
+        Ok(pages)
     })
 }
