@@ -15,17 +15,6 @@ use kdleak::sim::world::scenario::{LayoutReport, MemoryImage};
 mod reliability_support;
 use reliability_support::*;
 
-/// Overwrites mapped bytes of the image (the address must be mapped).
-fn poke(image: &mut MemoryImage, address: u64, bytes: &[u8]) {
-    let (&start, region) = image.regions.range_mut(..=address).next_back().unwrap();
-    let at = (address - start) as usize;
-    assert!(
-        at + bytes.len() <= region.len(),
-        "{address:#x} is not mapped"
-    );
-    region[at..at + bytes.len()].copy_from_slice(bytes);
-}
-
 fn poke_u64(image: &mut MemoryImage, address: u64, value: u64) {
     poke(image, address, &value.to_le_bytes());
 }

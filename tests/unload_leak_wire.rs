@@ -45,16 +45,6 @@ fn kdbg_variable(image: &MemoryImage, offset: u64) -> u64 {
 /// One way to corrupt the image.
 type Damage = Box<dyn Fn(&mut MemoryImage)>;
 
-fn poke(image: &mut MemoryImage, address: u64, bytes: &[u8]) {
-    let (&start, region) = image.regions.range_mut(..=address).next_back().unwrap();
-    let at = (address - start) as usize;
-    assert!(
-        at + bytes.len() <= region.len(),
-        "{address:#x} is not mapped"
-    );
-    region[at..at + bytes.len()].copy_from_slice(bytes);
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kdnet_and_a_pipe_give_the_same_bugcheck_report() {
     let (kdnet, sim) = pull_over_kdnet(machine_of(image(false)), FaultSpec::default()).await;

@@ -95,6 +95,17 @@ pub fn machine(image: MemoryImage) -> Machine {
 }
 
 /// Tight limits, so a run that cannot succeed ends within seconds.
+/// Overwrites mapped bytes of the image (the address must be mapped).
+pub fn poke(image: &mut MemoryImage, address: u64, bytes: &[u8]) {
+    let (&start, region) = image.regions.range_mut(..=address).next_back().unwrap();
+    let at = (address - start) as usize;
+    assert!(
+        at + bytes.len() <= region.len(),
+        "{address:#x} is not mapped"
+    );
+    region[at..at + bytes.len()].copy_from_slice(bytes);
+}
+
 pub fn stop_options() -> StopOptions {
     StopOptions {
         session: SessionOptions {
