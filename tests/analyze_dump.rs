@@ -239,27 +239,21 @@ fn report_options_work_as_for_attach() {
             .collect::<Vec<_>>()
             .join("\n")
     };
-    for style in ["current", "classic"] {
-        let args = ["--windbg-style", style, "--driver", "myfault"];
-        let from_dump = frozen(&analyze(&path, "win10-19041", &args));
-        assert_eq!(
-            from_dump,
-            frozen(&attach_live("win10-myfault", &args)),
-            "{style}"
-        );
-        assert!(from_dump.contains("myfault.sys"), "{style}: {from_dump}");
-    }
-    let current = frozen(&analyze(
-        &path,
-        "win10-19041",
-        &["--windbg-style", "current"],
-    ));
-    let classic = frozen(&analyze(
-        &path,
-        "win10-19041",
-        &["--windbg-style", "classic"],
-    ));
-    assert_ne!(current, classic, "the two layouts differ");
+    let texts: Vec<String> = ["current", "classic"]
+        .into_iter()
+        .map(|style| {
+            let args = ["--windbg-style", style, "--driver", "myfault"];
+            let from_dump = frozen(&analyze(&path, "win10-19041", &args));
+            assert_eq!(
+                from_dump,
+                frozen(&attach_live("win10-myfault", &args)),
+                "{style}"
+            );
+            assert!(from_dump.contains("myfault.sys"), "{style}: {from_dump}");
+            from_dump
+        })
+        .collect();
+    assert_ne!(texts[0], texts[1], "the two layouts differ");
 }
 
 /// Without the kernel's PDB on the symbol path the dump cannot be read: exit 4, naming the PDB.
